@@ -1,0 +1,73 @@
+"""Build the Cython twins of the wire modules, or fall back to pure Python.
+
+The compiled modules are optional: when Cython or a C compiler is missing, or when
+``WEBSPACES_NO_EXTENSIONS=1`` is set, the package installs with its pure-Python twins only and says
+so. Two kinds of extension are built:
+
+* hand-written ``.pyx`` modules (``_buffer``, ``_checksum``, ``_batch``), typed for the hot path;
+* the per-frame codecs, compiled from their own pure-Python source under an underscore name
+  (``ipv4.py`` -> ``_ipv4``), so the two twins cannot drift apart in behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+WIRE = "dataplane/wire"
+HANDWRITTEN = ["_buffer", "_checksum", "_batch"]
+CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame"]
+
+
+def say(message: str) -> None:
+    print(f"webspaces setup: {message}", file=sys.stderr)
+
+
+def extensions() -> list[Any]:
+    if os.environ.get("WEBSPACES_NO_EXTENSIONS") == "1":
+        say("WEBSPACES_NO_EXTENSIONS=1: installing the pure-Python twins only")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        say("Cython is not installed: installing the pure-Python twins only")
+        return []
+    modules = [
+        Extension(f"dataplane.wire.{name}", [f"{WIRE}/{name}.pyx"])
+        for name in HANDWRITTEN
+        if os.path.exists(f"{WIRE}/{name}.pyx")
+    ]
+    modules += [
+        Extension(f"dataplane.wire._{name}", [f"{WIRE}/{name}.py"])
+        for name in CODECS
+        if os.path.exists(f"{WIRE}/{name}.py")
+    ]
+    for module in modules:
+        module.extra_compile_args = ["-O3"]
+    result: list[Any] = cythonize(
+        modules,
+        language_level=3,
+        compiler_directives={"binding": True, "embedsignature": True},
+        quiet=True,
+    )
+    return result
+
+
+class OptionalBuildExt(build_ext):  # type: ignore[misc]
+    """Build what compiles; a missing compiler falls back to pure Python instead of failing."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "no extensions"
+            say(f"could not build extensions ({exc}): installing the pure-Python twins only")
+            return
+        if self.extensions:
+            say(f"built {len(self.extensions)} Cython extensions")
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,1 @@
+"""The simplestreams image index and server; arrives with its issue."""
