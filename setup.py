@@ -46,6 +46,10 @@ def extensions() -> list[Any]:
         for name in CODECS
         if os.path.exists(f"{WIRE}/{name}.py")
     ]
+    only = os.environ.get("WEBSPACES_BUILD_ONLY")
+    if only:  # development aid: rebuild just these modules, e.g. WEBSPACES_BUILD_ONLY=ipv4,_batch
+        wanted = {f"dataplane.wire._{n.lstrip('_')}" for n in only.split(",")}
+        modules = [m for m in modules if m.name in wanted]
     for module in modules:
         module.extra_compile_args = ["-O3"]
     result: list[Any] = cythonize(
