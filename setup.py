@@ -32,7 +32,7 @@ def extensions() -> list[Any]:
         say("WEBSPACES_NO_EXTENSIONS=1: installing the pure-Python twins only")
         return []
     try:
-        from Cython.Build import cythonize
+        from Cython.Build import cythonize  # noqa: PLC0415 - Cython is optional
     except ImportError:
         say("Cython is not installed: installing the pure-Python twins only")
         return []
@@ -52,7 +52,7 @@ def extensions() -> list[Any]:
         modules = [m for m in modules if m.name in wanted]
     for module in modules:
         module.extra_compile_args = ["-O3"]
-    result: list[Any] = cythonize(
+    result: list[Any] = cythonize(  # type: ignore[no-untyped-call]
         modules,
         language_level=3,
         compiler_directives={"binding": True, "embedsignature": True},
@@ -67,7 +67,7 @@ class OptionalBuildExt(build_ext):  # type: ignore[misc]
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "no extensions"
+        except Exception as exc:
             say(f"could not build extensions ({exc}): installing the pure-Python twins only")
             return
         if self.extensions:

@@ -11,20 +11,20 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from dataplane.wire import implementation_report
+
 from . import __version__
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def _info(args: argparse.Namespace) -> int:
-    from dataplane.wire import implementation_report
-
-    report = {"version": __version__, "wire": implementation_report()}
+    wire = implementation_report()
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(json.dumps({"version": __version__, "wire": wire}, indent=2, sort_keys=True))
     else:
         print(f"webspaces {__version__}")
-        for module, impl in sorted(report["wire"].items()):
+        for module, impl in sorted(wire.items()):
             print(f"  dataplane.wire.{module:<10} {impl}")
     return 0
 

@@ -12,10 +12,26 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import _select
-from .errors import BufferWriteError, MalformedPacket, WireError
+from .errors import BufferWriteError as BufferWriteError
+from .errors import MalformedPacket as MalformedPacket
+from .errors import WireError as WireError
 
 # Every twinned module, in dependency order. Each defines __all__, merged into this namespace.
-MODULES = ("buffer", "checksum", "ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame", "batch")
+MODULES = (
+    "buffer",
+    "checksum",
+    "ethernet",
+    "arp",
+    "ipv4",
+    "udp",
+    "tcp",
+    "icmp",
+    "vxlan",
+    "dhcp",
+    "vnet",
+    "frame",
+    "batch",
+)
 
 if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled ones share
     from .arp import *  # noqa: F403

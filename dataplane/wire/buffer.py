@@ -9,6 +9,7 @@ fixed capacity, and overwrite in place after a ``seek`` (to patch lengths and ch
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .errors import BufferWriteError, MalformedPacket
 
@@ -24,7 +25,7 @@ IMPLEMENTATION = "python"
 class Buffer:
     """Network-order reader and writer over one ``bytearray``."""
 
-    __slots__ = ("_data", "_pos", "_end", "_fixed")
+    __slots__ = ("_data", "_end", "_fixed", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview | None = None, capacity: int = 0) -> None:
         if data is not None:
@@ -106,7 +107,7 @@ class Buffer:
         value: int = _U64.unpack_from(self._data, pos)[0]
         return value
 
-    def pull_struct(self, fmt: struct.Struct, field: str = "data") -> tuple[int, ...]:
+    def pull_struct(self, fmt: struct.Struct, field: str = "data") -> tuple[Any, ...]:
         """Read a fixed-size header described by ``fmt`` in one step."""
         pos = self._need(fmt.size, field)
         self._pos = pos + fmt.size
@@ -121,8 +122,7 @@ class Buffer:
                 raise BufferWriteError(f"write of {n} bytes at {pos} past capacity {len(self._data)}")
             self._data.extend(bytes(pos + n - len(self._data)))
         self._pos = pos + n
-        if self._pos > self._end:
-            self._end = self._pos
+        self._end = max(self._end, self._pos)
         return pos
 
     def push_bytes(self, value: bytes | bytearray | memoryview) -> None:
@@ -154,7 +154,7 @@ class Buffer:
         pos = self._reserve(8)
         _U64.pack_into(self._data, pos, value)
 
-    def push_struct(self, fmt: struct.Struct, *values: int | bytes) -> None:
+    def push_struct(self, fmt: struct.Struct, *values: Any) -> None:
         try:
             packed = fmt.pack(*values)
         except struct.error as exc:

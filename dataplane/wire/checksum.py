@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from .errors import MalformedPacket
 
-__all__ = ["complete_partial", "internet_checksum", "ones_sum", "pseudo_header_sum", "transport_checksum", "udp_wire_checksum", "update16", "update32", "update_partial16", "update_partial32"]
+__all__ = [
+    "complete_partial",
+    "internet_checksum",
+    "ones_sum",
+    "pseudo_header_sum",
+    "transport_checksum",
+    "udp_wire_checksum",
+    "update16",
+    "update32",
+    "update_partial16",
+    "update_partial32",
+]
 
 IMPLEMENTATION = "python"
 
@@ -43,7 +54,9 @@ def ones_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int = -1
     return _fold(total)
 
 
-def internet_checksum(data: bytes | bytearray | memoryview, start: int = 0, end: int = -1, initial: int = 0) -> int:
+def internet_checksum(
+    data: bytes | bytearray | memoryview, start: int = 0, end: int = -1, initial: int = 0
+) -> int:
     """The RFC 1071 checksum: the complement of :func:`ones_sum`."""
     return ~ones_sum(data, start, end, initial) & 0xFFFF
 
@@ -73,11 +86,7 @@ def update16(checksum: int, old: int, new: int) -> int:
 def update32(checksum: int, old: int, new: int) -> int:
     """RFC 1624 eqn. 3 for a changed 32-bit value (an IPv4 address): two words at once."""
     total = (
-        (~checksum & 0xFFFF)
-        + (~old >> 16 & 0xFFFF)
-        + (~old & 0xFFFF)
-        + (new >> 16 & 0xFFFF)
-        + (new & 0xFFFF)
+        (~checksum & 0xFFFF) + (~old >> 16 & 0xFFFF) + (~old & 0xFFFF) + (new >> 16 & 0xFFFF) + (new & 0xFFFF)
     )
     return ~_fold(total) & 0xFFFF
 

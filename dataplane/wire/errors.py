@@ -9,7 +9,7 @@ class WireError(Exception):
     """Root of every error raised by :mod:`dataplane.wire`."""
 
 
-class MalformedPacket(WireError, ValueError):
+class MalformedPacket(WireError, ValueError):  # noqa: N818 - the name the design documents
     """Input bytes do not form a valid packet.
 
     ``field`` names what could not be read (for example ``"ipv4.ihl"``); ``reason`` says why.

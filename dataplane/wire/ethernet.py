@@ -18,7 +18,18 @@ if TYPE_CHECKING or not COMPILED:
 else:
     from ._buffer import Buffer
 
-__all__ = ["BROADCAST", "ETHERTYPE_ARP", "ETHERTYPE_IPV4", "ETHERTYPE_IPV6", "ETHERTYPE_VLAN", "EthernetHeader", "format_mac", "parse_mac", "pull_ethernet", "push_ethernet"]
+__all__ = [
+    "BROADCAST",
+    "ETHERTYPE_ARP",
+    "ETHERTYPE_IPV4",
+    "ETHERTYPE_IPV6",
+    "ETHERTYPE_VLAN",
+    "EthernetHeader",
+    "format_mac",
+    "parse_mac",
+    "pull_ethernet",
+    "push_ethernet",
+]
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806

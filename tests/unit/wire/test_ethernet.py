@@ -49,7 +49,7 @@ def test_802_3_length_is_refused() -> None:
 def test_twins_agree_on_any_bytes(data: bytes) -> None:
     pure, compiled = twins("ethernet")
     _, cbuffer = twins("buffer")
-    outcomes = []
+    outcomes: list[tuple[str, object]] = []
     for module, buffer_type in ((pure, PureBuffer), (compiled, cbuffer.Buffer)):
         try:
             outcomes.append(("ok", astuple(module.pull_ethernet(buffer_type(data)))))

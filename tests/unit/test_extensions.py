@@ -1,0 +1,63 @@
+"""Guard: the implementation in use is the one the build and the environment promise.
+
+A compiled twin that was built but silently not loaded (an ABI mismatch, a stale ``.so``, an import
+error swallowed by the selector) would make every "compiled" test and benchmark measure Python.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from pathlib import Path
+
+import pytest
+
+from dataplane import wire
+from dataplane.wire import _select
+from tests.conftest import IN_CI, require
+
+WIRE_DIR = Path(wire.__file__).parent
+HANDWRITTEN = {"buffer", "checksum", "batch"}
+
+
+def built_extension(name: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = WIRE_DIR / f"_{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def source_exists(name: str) -> bool:
+    source = WIRE_DIR / (f"_{name}.pyx" if name in HANDWRITTEN else f"{name}.py")
+    return source.exists()
+
+
+MODULES = [name for name in wire.MODULES if source_exists(name)]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_selected_implementation_matches_build(name: str) -> None:
+    report = wire.implementation_report()
+    assert name in report, f"dataplane.wire.{name} exists but the package did not load it"
+    if _select.EXTENSIONS_DISABLED:
+        assert report[name] == "python", "WEBSPACES_NO_EXTENSIONS=1 but a compiled twin was used"
+        return
+    built = built_extension(name)
+    if IN_CI:
+        # setup-host.sh installs Cython and a compiler, so CI must have built every twin.
+        assert built is not None, f"dataplane.wire._{name} was not built"
+    else:
+        require(built is not None, f"dataplane.wire._{name} is not built (pure-Python install)")
+    assert report[name] == "cython", f"{built} was built but the pure-Python twin was loaded"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_twins_share_one_public_api(name: str) -> None:
+    pure = _select.pure(name)
+    compiled = _select.compiled(name)
+    require(compiled is not None, f"dataplane.wire._{name} is not built")
+    assert compiled is not None
+    assert sorted(pure.__all__) == sorted(compiled.__all__)
+    for symbol in pure.__all__:
+        assert hasattr(compiled, symbol), f"_{name} lacks {symbol}"
+        assert callable(getattr(pure, symbol)) == callable(getattr(compiled, symbol)), symbol
