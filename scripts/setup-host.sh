@@ -17,7 +17,7 @@ packages=(
     build-essential python3-dev python3-venv pkg-config git
     libnetfilter-queue-dev libnfnetlink-dev
     # network tools and real peers
-    iproute2 ethtool nftables iptables conntrack iperf3 tcpdump tshark socat hping3
+    iproute2 iputils-ping ethtool nftables iptables conntrack iperf3 tcpdump tshark socat hping3
     dnsmasq-base kea-dhcp4-server kea-admin udhcpc isc-dhcp-client busybox-static
     # images and LXD
     squashfs-tools xz-utils lxd lxd-client

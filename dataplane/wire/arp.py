@@ -82,19 +82,25 @@ class ArpPacket:
 
 
 def pull_arp(buf: Buffer) -> ArpPacket:
+    """Read the 28-byte packet; on failure ``buf`` is where it was."""
+    start = buf.tell()
     htype, ptype, hlen, plen, op, sha, spa, tha, tpa = buf.pull_struct(HEADER, "arp.header")
     # With other lengths the address fields sit elsewhere, so the fixed layout would misread them.
+    field = ""
     if hlen != 6:
-        raise MalformedPacket("arp.hlen", f"hardware address length {hlen}, only Ethernet (6) is spoken")
-    if plen != 4:
-        raise MalformedPacket("arp.plen", f"protocol address length {plen}, only IPv4 (4) is spoken")
-    if htype not in (ARP_HTYPE_ETHERNET, ARP_HTYPE_IEEE802):
-        raise MalformedPacket("arp.htype", f"hardware type {htype} is not Ethernet")
-    if ptype != _PTYPE_IPV4:
-        raise MalformedPacket("arp.ptype", f"protocol type 0x{ptype:04x} is not IPv4")
-    # RARP (3, 4; RFC 903) has its own EtherType and InARP (8, 9; RFC 2390) is for frame relay.
-    if op not in (ARP_OP_REQUEST, ARP_OP_REPLY):
-        raise MalformedPacket("arp.op", f"operation {op} is neither request nor reply")
+        field, reason = "arp.hlen", f"hardware address length {hlen}, only Ethernet (6) is spoken"
+    elif plen != 4:
+        field, reason = "arp.plen", f"protocol address length {plen}, only IPv4 (4) is spoken"
+    elif htype not in (ARP_HTYPE_ETHERNET, ARP_HTYPE_IEEE802):
+        field, reason = "arp.htype", f"hardware type {htype} is not Ethernet"
+    elif ptype != _PTYPE_IPV4:
+        field, reason = "arp.ptype", f"protocol type 0x{ptype:04x} is not IPv4"
+    elif op not in (ARP_OP_REQUEST, ARP_OP_REPLY):
+        # RARP (3, 4; RFC 903) has its own EtherType and InARP (8, 9; RFC 2390) is for frame relay.
+        field, reason = "arp.op", f"operation {op} is neither request nor reply"
+    if field:
+        buf.seek(start)
+        raise MalformedPacket(field, reason)
     return ArpPacket(
         op=op,
         sender_mac=sha,

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """Ethernet II frames (IEEE 802.3 clause 3, DIX framing), without the FCS.
 
 The same source is compiled by Cython into ``_ethernet`` (see ``setup.py``); this file is the

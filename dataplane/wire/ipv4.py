@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """IPv4 headers (RFC 791 §3.1), with options kept raw and parsed on demand.
 
 The same source is compiled by Cython into ``_ipv4`` (see ``setup.py``); this file is the
@@ -193,7 +194,9 @@ def push_ipv4(buf: Buffer, header: IPv4Header, *, compute_checksum: bool = True)
     """
     options = header.options
     if len(options) % 4 or len(options) > MAX_OPTIONS:
-        raise BufferWriteError(f"IPv4 options must be a multiple of 4 up to {MAX_OPTIONS} bytes, not {len(options)}")
+        raise BufferWriteError(
+            f"IPv4 options must be a multiple of 4 up to {MAX_OPTIONS} bytes, not {len(options)}"
+        )
     if not 0 <= header.fragment_offset <= _OFFSET_MASK:
         raise BufferWriteError(f"fragment offset out of range: {header.fragment_offset}")
     ihl = 5 + len(options) // 4
@@ -264,7 +267,8 @@ def _walk_options(options: bytes) -> list[IPv4Option]:
             raise MalformedPacket("ipv4.option.length", f"option {kind} claims {length} bytes, below 2")
         if pos + length > size:
             raise MalformedPacket(
-                "ipv4.option.length", f"option {kind} of {length} bytes at {pos} overruns {size} bytes of options"
+                "ipv4.option.length",
+                f"option {kind} of {length} bytes at {pos} overruns {size} bytes of options",
             )
         found.append(IPv4Option(kind, options[pos + 2 : pos + length]))
         pos += length

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """TCP headers (RFC 9293 §3.1) and options (RFC 9293 §3.2 MSS; RFC 7323 window scale and
 timestamps; RFC 2018 SACK-permitted and SACK).
 
@@ -157,7 +158,8 @@ def _parse_options(data: bytes) -> list[TcpOption]:
             raise MalformedPacket("tcp.option.length", f"option {kind} claims {length} bytes, below 2")
         if pos + length > size:
             raise MalformedPacket(
-                "tcp.option.length", f"option {kind} of {length} bytes at {pos} overruns {size} bytes of options"
+                "tcp.option.length",
+                f"option {kind} of {length} bytes at {pos} overruns {size} bytes of options",
             )
         fixed = _FIXED_LENGTHS.get(kind)
         if fixed is not None and length != fixed[0]:
@@ -219,7 +221,9 @@ def encode_tcp_options(options: list[TcpOption]) -> bytes:
             out.append(kind)
         else:
             if not 0 <= kind <= 0xFF or len(option.data) > 253:
-                raise BufferWriteError(f"TCP option {kind} with {len(option.data)} bytes of data cannot be encoded")
+                raise BufferWriteError(
+                    f"TCP option {kind} with {len(option.data)} bytes of data cannot be encoded"
+                )
             out.append(kind)
             out.append(len(option.data) + 2)
             out += option.data

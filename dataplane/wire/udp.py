@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """UDP headers (RFC 768) and their checksum over the IPv4 pseudo-header.
 
 The same source is compiled by Cython into ``_udp`` (see ``setup.py``); this file is the
@@ -82,4 +83,7 @@ def verify_udp_checksum(src: bytes, dst: bytes, segment: bytes | bytearray | mem
         raise MalformedPacket("udp.header", f"needs {HEADER_LENGTH} bytes, {len(segment)} given")
     if segment[6] == 0 and segment[7] == 0:
         return True
-    return checksum.ones_sum(segment, 0, -1, checksum.pseudo_header_sum(src, dst, _PROTO_UDP, len(segment))) == 0xFFFF
+    return (
+        checksum.ones_sum(segment, 0, -1, checksum.pseudo_header_sum(src, dst, _PROTO_UDP, len(segment)))
+        == 0xFFFF
+    )

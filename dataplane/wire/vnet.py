@@ -126,7 +126,14 @@ def pull_vnet(buf: Buffer, size: int = VNET_HDR_LEN) -> VnetHeader:
 
 def push_vnet(buf: Buffer, header: VnetHeader, size: int = VNET_HDR_LEN) -> None:
     fmt = _size_struct(size)
-    values = [header.flags, header.gso_type, header.hdr_len, header.gso_size, header.csum_start, header.csum_offset]
+    values = [
+        header.flags,
+        header.gso_type,
+        header.hdr_len,
+        header.gso_size,
+        header.csum_start,
+        header.csum_offset,
+    ]
     if size == VNET_HDR_MRG_LEN:
         values.append(header.num_buffers)
     try:
@@ -148,7 +155,9 @@ def finish_checksum(frame: bytearray, header: VnetHeader) -> None:
         return
     size = len(frame)
     if header.csum_start >= size:
-        raise MalformedPacket("vnet.csum_start", f"checksum start {header.csum_start} outside frame of {size}")
+        raise MalformedPacket(
+            "vnet.csum_start", f"checksum start {header.csum_start} outside frame of {size}"
+        )
     if header.csum_start + header.csum_offset + 2 > size:
         raise MalformedPacket(
             "vnet.csum_offset",

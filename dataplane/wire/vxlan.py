@@ -86,13 +86,19 @@ class VxlanHeader:
 
 def pull_vxlan(buf: Buffer) -> VxlanHeader:
     first, second = buf.pull_struct(HEADER, "vxlan.header")
-    return VxlanHeader(vni=second >> 8, flags=first >> 24, reserved1=first & 0xFFFFFF, reserved2=second & 0xFF)
+    return VxlanHeader(
+        vni=second >> 8, flags=first >> 24, reserved1=first & 0xFFFFFF, reserved2=second & 0xFF
+    )
 
 
 def push_vxlan(buf: Buffer, header: VxlanHeader) -> None:
     if not 0 <= header.vni <= 0xFFFFFF:
         raise BufferWriteError(f"VNI {header.vni} does not fit in 24 bits")
-    if not 0 <= header.flags <= 0xFF or not 0 <= header.reserved1 <= 0xFFFFFF or not 0 <= header.reserved2 <= 0xFF:
+    if (
+        not 0 <= header.flags <= 0xFF
+        or not 0 <= header.reserved1 <= 0xFFFFFF
+        or not 0 <= header.reserved2 <= 0xFF
+    ):
         raise BufferWriteError(f"VXLAN flags or reserved fields out of range: {header!r}")
     buf.push_struct(HEADER, header.flags << 24 | header.reserved1, header.vni << 8 | header.reserved2)
 
