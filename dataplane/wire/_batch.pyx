@@ -28,8 +28,6 @@ from .batch import (
 )
 
 __all__ = [
-    "VXLAN_OVERHEAD",
-    "VXLAN_PORT",
     "Drop",
     "FrameBatch",
     "Kind",

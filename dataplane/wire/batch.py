@@ -49,11 +49,9 @@ from collections.abc import Iterable
 from enum import IntEnum
 
 from .checksum import ones_sum
-from .vxlan import source_port_for
+from .vxlan import VXLAN_OVERHEAD, VXLAN_PORT, source_port_for
 
 __all__ = [
-    "VXLAN_OVERHEAD",
-    "VXLAN_PORT",
     "Drop",
     "FrameBatch",
     "Kind",
@@ -67,9 +65,6 @@ __all__ = [
 
 IMPLEMENTATION = "python"
 
-VXLAN_PORT = 4789
-# Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (RFC 7348 §5).
-VXLAN_OVERHEAD = 50
 
 _ETH_IPV4 = 0x0800
 _ETH_ARP = 0x0806

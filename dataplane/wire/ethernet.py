@@ -65,9 +65,11 @@ class EthernetHeader:
 
 
 def pull_ethernet(buf: Buffer) -> EthernetHeader:
+    start = buf.tell()
     dst, src, ethertype = buf.pull_struct(HEADER, "ethernet.header")
     if ethertype < 0x0600:
         # An 802.3 length field (LLC/SNAP frame): not Ethernet II, nothing here speaks it.
+        buf.seek(start)
         raise MalformedPacket("ethernet.ethertype", f"0x{ethertype:04x} is an 802.3 length, not an EtherType")
     return EthernetHeader(dst=dst, src=src, ethertype=ethertype)
 

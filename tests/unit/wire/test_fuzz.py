@@ -25,9 +25,6 @@ from tests.vectors import DATA, load_pcap
 # Where headers begin in the captures: Ethernet, IPv4, UDP/TCP/ICMP, DHCP or VXLAN, inner Ethernet,
 # inner IPv4, inner L4 (options shift these; the random offsets cover the rest).
 OFFSETS = (0, 14, 34, 42, 50, 64, 84)
-# (pull function, error field) pairs known to move the buffer before failing, against house style
-# rule 1. Each has a strict xfail below, which starts failing once the bug is fixed: then remove both.
-KNOWN_POSITION_BUGS = {("pull_ethernet", "ethernet.ethertype")}
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -114,11 +111,9 @@ def test_every_pull_raises_only_malformed_packet(data: bytes, start: int, name: 
     try:
         pull(buf)
     except MalformedPacket as exc:
-        if (name, exc.field) not in KNOWN_POSITION_BUGS:
-            assert buf.tell() == 0, f"{name} moved the buffer before failing on {exc.field}"
+        assert buf.tell() == 0, f"{name} moved the buffer before failing on {exc.field}"
 
 
-@pytest.mark.xfail(strict=True, reason="ethernet.py reads the header before refusing an 802.3 length")
 def test_pull_ethernet_keeps_position_on_802_3_length() -> None:
     buf = wire.Buffer(bytes(12) + b"\x00\x40")
     with pytest.raises(MalformedPacket):
