@@ -192,7 +192,9 @@ def render_table(document: dict[str, Any]) -> str:
 def render_svg(document: dict[str, Any]) -> str:
     """A horizontal bar chart of the results on a log scale (values span orders of magnitude)."""
     results = [r for r in document["results"] if r["value"] > 0]
-    label_width, chart_width, bar_height, gap, top = 260, 520, 22, 8, 56
+    chart_width, bar_height, gap, top = 520, 22, 8, 56
+    # About 7 px per character at 12 px sans-serif, so the longest label is never clipped.
+    label_width = 24 + 7 * max((len(f"{r['impl']} - {r['name']}") for r in results), default=10)
     height = top + len(results) * (bar_height + gap) + 40
     width = label_width + chart_width + 110
     parts = [
