@@ -3,28 +3,12 @@
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
+from ._bytes cimport fold as _fold, sum16 as _sum
 from .errors import MalformedPacket
 
 __all__ = ["complete_partial", "internet_checksum", "ones_sum", "pseudo_header_sum", "transport_checksum", "udp_wire_checksum", "update16", "update32", "update_partial16", "update_partial32"]
 
 IMPLEMENTATION = "cython"
-
-
-cdef inline uint32_t _fold(uint64_t total) noexcept nogil:
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return <uint32_t>total
-
-
-cdef uint64_t _sum(const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    cdef uint64_t total = 0
-    cdef Py_ssize_t i = 0
-    while i + 1 < n:
-        total += (<uint32_t>p[i] << 8) | p[i + 1]
-        i += 2
-    if i < n:
-        total += <uint32_t>p[i] << 8
-    return total
 
 
 def ones_sum(data, Py_ssize_t start=0, Py_ssize_t end=-1, initial=0):
