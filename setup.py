@@ -19,8 +19,15 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 WIRE = "dataplane/wire"
-HANDWRITTEN = ["_buffer", "_checksum", "_batch"]
-CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame"]
+# Hand-written Cython modules, by dotted name; each has a pure-Python twin without the underscore.
+HANDWRITTEN = [
+    "dataplane.wire._buffer",
+    "dataplane.wire._checksum",
+    "dataplane.wire._batch",
+    "dataplane.overlay._vtep",
+    "dataplane.io._pump",
+]
+CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame", "dns"]
 
 
 def say(message: str) -> None:
@@ -37,9 +44,9 @@ def extensions() -> list[Any]:
         say("Cython is not installed: installing the pure-Python twins only")
         return []
     modules = [
-        Extension(f"dataplane.wire.{name}", [f"{WIRE}/{name}.pyx"])
+        Extension(name, [name.replace(".", "/") + ".pyx"])
         for name in HANDWRITTEN
-        if os.path.exists(f"{WIRE}/{name}.pyx")
+        if os.path.exists(name.replace(".", "/") + ".pyx")
     ]
     modules += [
         Extension(f"dataplane.wire._{name}", [f"{WIRE}/{name}.py"])
@@ -48,8 +55,8 @@ def extensions() -> list[Any]:
     ]
     only = os.environ.get("WEBSPACES_BUILD_ONLY")
     if only:  # development aid: rebuild just these modules, e.g. WEBSPACES_BUILD_ONLY=ipv4,_batch
-        wanted = {f"dataplane.wire._{n.lstrip('_')}" for n in only.split(",")}
-        modules = [m for m in modules if m.name in wanted]
+        wanted = {n.lstrip("_") for n in only.split(",")}
+        modules = [m for m in modules if m.name.rpartition(".")[2].lstrip("_") in wanted]
     for module in modules:
         module.extra_compile_args = ["-O3"]
     result: list[Any] = cythonize(  # type: ignore[no-untyped-call]

@@ -70,7 +70,7 @@ stamp="$venv/.installed"
 inputs=("$root/pyproject.toml" "$root/setup.py")
 stale=0
 [ -f "$stamp" ] || stale=1
-for f in "${inputs[@]}" "$root"/dataplane/wire/_*.pyx "$root"/dataplane/wire/_*.pxd; do
+for f in "${inputs[@]}" "$root"/dataplane/*/_*.pyx "$root"/dataplane/*/_*.pxd; do
     [ -e "$f" ] && [ "$f" -nt "$stamp" ] && stale=1
 done
 
