@@ -1,0 +1,402 @@
+"""Configuration of the overlay agent: flags over environment over a YAML file over defaults.
+
+Every key can be given three ways, highest precedence first:
+
+1. a command-line flag, ``--peers-dns NAME``;
+2. an environment variable, ``WEBSPACES_OVERLAY_PEERS_DNS`` (lists comma-separated), or the
+   kubelan name it replaces (``KL_IP``, ``KL_VXLAN_VNI`` ... see :data:`KUBELAN_ALIASES`), so a
+   kubelan deployment's environment keeps working;
+3. a key of the YAML file named by ``--config`` (``peers-dns:`` or ``peers_dns:``).
+
+Unknown YAML keys and bad values are errors naming the key and where the value came from, as
+kubelan did, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "WEBSPACES_OVERLAY_"
+DEFAULT_INTERFACE = "overlay0"
+DEFAULT_VNI = 7331
+DEFAULT_PORT = 4789
+DEFAULT_HEALTH = "127.0.0.1:8181"
+FALLBACK_MTU = 1450  # a 1500-byte underlay less the 50 bytes of VXLAN over IPv4 (RFC 7348 §4)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; ``key`` names it, ``origin`` says where it came from."""
+
+    def __init__(self, key: str, message: str, origin: str = "") -> None:
+        where = f" (from {origin})" if origin else ""
+        super().__init__(f"{key}{where}: {message}")
+        self.key = key
+        self.origin = origin
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayConfig:
+    interface: str = DEFAULT_INTERFACE
+    mtu: int | None = None  # None: MTU of the underlay interface holding `local`, less 50
+    mac: str | None = None
+    address: str | None = None  # CIDR put on the TAP, e.g. 172.24.254.1/16
+    bridge: str | None = None  # existing Linux bridge to enslave the TAP to (LXD hosts)
+    vni: int = DEFAULT_VNI
+    port: int = DEFAULT_PORT
+    local: str | None = None  # this node's underlay address (kubelan: the pod IP)
+    peers: tuple[str, ...] = ()
+    peers_dns: str | None = None  # headless Service name whose A records are the peers
+    peers_dns_server: str | None = None  # ADDR[:PORT]; default: first nameserver in resolv.conf
+    peers_kubernetes: tuple[str, ...] = ()  # NAMESPACE/SERVICE, EndpointSlices discovery.k8s.io/v1
+    health: str = DEFAULT_HEALTH  # ADDR:PORT of /health, /config and /metrics; "" turns it off
+    ageing: float = 300.0  # seconds an unrefreshed learned MAC stays in the FDB (kernel default)
+    peers_only: bool = True  # accept VXLAN only from current peers (spec 2.6.6)
+    hook_up: tuple[str, ...] = ()  # argv run once the device is up (env IFACE)
+    hook_change: tuple[str, ...] = ()  # argv run after each peer change (IFACE SERVICE IPS DELETED)
+    log_level: str = "info"
+    # Keys whose value was given explicitly (flag, environment or file), for /config and messages.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def underlay_mtu_default(self, underlay_mtu: int | None) -> int:
+        """The overlay MTU: configured, else underlay - 50, else 1450."""
+        if self.mtu is not None:
+            return self.mtu
+        if underlay_mtu is None:
+            return FALLBACK_MTU
+        return underlay_mtu - 50
+
+    def kubelan_view(self) -> dict[str, Any]:
+        """``GET /config`` in kubelan's Go field names, which LXD-node pods parse (spec 2.3)."""
+        return {
+            "LogLevel": self.log_level,
+            "HTTPAddress": self.health,
+            "IP": self.local,
+            "Namespace": "",
+            "Services": list(self.peers_kubernetes),
+            "VXLAN": {
+                "Interface": self.interface,
+                "MTU": self.mtu if self.mtu is not None else -1,
+                "VNI": self.vni,
+                "Port": self.port,
+            },
+            "Hooks": {"Up": list(self.hook_up), "Change": list(self.hook_change)},
+        }
+
+
+# -- validation --------------------------------------------------------------------------------
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_-]{1,63}\.?$"
+)
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {text!r}") from None
+
+
+def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"expected ADDR:PORT, got {text!r}")
+        host, port_text = text.strip(), str(default_port)
+    if host == "":
+        host = "0.0.0.0"  # kubelan's ":8181" meant every address
+    _ipv4(host)
+    port = _int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range 1-65535: {port}")
+    return host, port
+
+
+def _int(text: str | int) -> int:
+    if isinstance(text, bool):
+        raise ValueError(f"not an integer: {text!r}")
+    if isinstance(text, int):
+        return text
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean (true/false): {text!r}")
+
+
+def _list(value: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    else:
+        items = [str(part).strip() for part in value]
+    return tuple(item for item in items if item)
+
+
+def _check_interface(value: Any) -> str:
+    text = str(value)
+    if not _IFNAME.match(text):
+        raise ValueError(f"not a Linux interface name (1-15 of A-Z a-z 0-9 _ . -): {text!r}")
+    return text
+
+
+def _check_mtu(value: Any) -> int | None:
+    mtu = _int(value)
+    if mtu == -1:  # kubelan's "auto"
+        return None
+    if not 68 <= mtu <= 65485:
+        raise ValueError(f"MTU out of range 68-65485 (or -1 for auto): {mtu}")
+    return mtu
+
+
+def _check_mac(value: Any) -> str:
+    text = str(value).strip().lower()
+    if not _MAC.match(text):
+        raise ValueError(f"not a MAC address like 02:00:00:00:00:01: {value!r}")
+    if int(text[:2], 16) & 1:
+        raise ValueError(f"a multicast MAC cannot be an interface address: {value!r}")
+    return text
+
+
+def _check_cidr(value: Any) -> str:
+    try:
+        interface = ipaddress.IPv4Interface(str(value).strip())
+    except ValueError:
+        raise ValueError(f"not an IPv4 address with prefix, like 172.24.254.1/16: {value!r}") from None
+    if "/" not in str(value):
+        raise ValueError(f"needs a prefix length, like 172.24.254.1/16: {value!r}")
+    return str(interface)
+
+
+def _check_vni(value: Any) -> int:
+    vni = _int(value)
+    if not 1 <= vni <= 0xFFFFFF:
+        raise ValueError(f"VNI out of range 1-16777215 (24 bits, RFC 7348): {vni}")
+    return vni
+
+
+def _check_port(value: Any) -> int:
+    port = _int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range 1-65535: {port}")
+    return port
+
+
+def _check_peers(value: Any) -> tuple[str, ...]:
+    return tuple(_ipv4(item) for item in _list(value))
+
+
+def _check_dns_name(value: Any) -> str:
+    text = str(value).strip()
+    if not _DNS_NAME.match(text):
+        raise ValueError(f"not a DNS name: {text!r}")
+    return text
+
+
+def _check_dns_server(value: Any) -> str:
+    host, port = _host_port(str(value), default_port=53)
+    return f"{host}:{port}"
+
+
+def _check_services(value: Any, namespace: str | None = None) -> tuple[str, ...]:
+    result = []
+    for item in _list(value):
+        ns, sep, name = item.rpartition("/")
+        if not sep:
+            if not namespace:
+                raise ValueError(f"{item!r} needs a namespace: NAMESPACE/SERVICE")
+            ns = namespace
+        if not _K8S_NAME.match(ns) or not _K8S_NAME.match(name):
+            raise ValueError(f"not NAMESPACE/SERVICE with Kubernetes names: {item!r}")
+        result.append(f"{ns}/{name}")
+    return tuple(result)
+
+
+def _check_health(value: Any) -> str:
+    text = str(value).strip()
+    if text in ("", "off", "none"):
+        return ""
+    host, port = _host_port(text)
+    return f"{host}:{port}"
+
+
+def _check_ageing(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a number of seconds: {value!r}") from None
+    if not 1.0 <= seconds <= 86400.0:
+        raise ValueError(f"ageing out of range 1-86400 s: {seconds}")
+    return seconds
+
+
+def _check_argv(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(value.split())
+    return tuple(str(part) for part in value)
+
+
+def _check_log_level(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"not one of {', '.join(LOG_LEVELS)}: {value!r}")
+    return text
+
+
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "interface": _check_interface,
+    "mtu": _check_mtu,
+    "mac": _check_mac,
+    "address": _check_cidr,
+    "bridge": _check_interface,
+    "vni": _check_vni,
+    "port": _check_port,
+    "local": _ipv4,
+    "peers": _check_peers,
+    "peers_dns": _check_dns_name,
+    "peers_dns_server": _check_dns_server,
+    "peers_kubernetes": _check_services,
+    "health": _check_health,
+    "ageing": _check_ageing,
+    "peers_only": _bool,
+    "hook_up": _check_argv,
+    "hook_change": _check_argv,
+    "log_level": _check_log_level,
+}
+KEYS = tuple(f.name for f in fields(OverlayConfig) if f.name != "origins")
+assert set(KEYS) == set(CHECKS)
+
+# kubelan's environment names (spec 2.3), accepted as aliases of ours.
+KUBELAN_ALIASES = {
+    "KL_IP": "local",
+    "KL_VXLAN_INTERFACE": "interface",
+    "KL_VXLAN_VNI": "vni",
+    "KL_VXLAN_PORT": "port",
+    "KL_VXLAN_MTU": "mtu",
+    "KL_HTTP_ADDRESS": "health",
+    "KL_LOG_LEVEL": "log_level",
+    "KL_SERVICES": "peers_kubernetes",
+    "KL_HOOKS_UP": "hook_up",
+    "KL_HOOKS_CHANGE": "hook_change",
+}
+
+
+def _apply(values: dict[str, Any], origins: dict[str, str], key: str, raw: Any, origin: str) -> None:
+    try:
+        if key == "peers_kubernetes":
+            values[key] = _check_services(raw, values.get("_namespace"))
+        else:
+            values[key] = CHECKS[key](raw)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc), origin) from None
+    origins[key] = origin
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}", str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("config", f"not valid YAML: {exc}", str(path)) from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError("config", "the file must hold a mapping of keys to values", str(path))
+    return document
+
+
+def load(
+    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> OverlayConfig:
+    """Merge defaults, the YAML file, the environment and the flags (set ones only) into a config."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if config_file is not None:
+        for raw_key, raw in read_yaml(config_file).items():
+            key = str(raw_key).replace("-", "_")
+            if key not in CHECKS:
+                raise ConfigError(
+                    str(raw_key), f"unknown key; valid keys: {', '.join(KEYS)}", str(config_file)
+                )
+            _apply(values, origins, key, raw, f"{config_file}")
+    values["_namespace"] = environ.get("KL_NAMESPACE") or None
+    for name, key in KUBELAN_ALIASES.items():
+        if name in environ and f"{ENV_PREFIX}{key.upper()}" not in environ:
+            _apply(values, origins, key, environ[name], name)
+    for key in KEYS:
+        name = f"{ENV_PREFIX}{key.upper()}"
+        if name in environ:
+            _apply(values, origins, key, environ[name], name)
+    for key in KEYS:
+        raw = flags.get(key)
+        if raw is None or raw in ([], ()):
+            continue
+        flag = "--" + key.replace("_", "-")
+        _apply(values, origins, key, raw, flag)
+    values.pop("_namespace", None)
+    config = replace(OverlayConfig(), **values)
+    if config.local is None:
+        raise ConfigError(
+            "local", f"required: this node's underlay address (--local ADDR or {ENV_PREFIX}LOCAL or KL_IP)"
+        )
+    if config.local in config.peers:
+        config = replace(config, peers=tuple(p for p in config.peers if p != config.local))
+    return replace(config, origins=origins)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``webspaces overlay``; every default is None so that unset flags are known."""
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any of the keys below")
+    parser.add_argument("--interface", metavar="NAME", help=f"TAP device name (default {DEFAULT_INTERFACE})")
+    parser.add_argument("--mtu", metavar="N", help="overlay MTU (default: underlay MTU - 50, else 1450)")
+    parser.add_argument("--mac", metavar="MAC", help="MAC address of the TAP (default: kept / random)")
+    parser.add_argument("--address", metavar="CIDR", help="static address on the TAP, e.g. 172.24.254.1/16")
+    parser.add_argument("--bridge", metavar="NAME", help="existing Linux bridge to enslave the TAP to")
+    parser.add_argument("--vni", metavar="N", help=f"VXLAN network identifier (default {DEFAULT_VNI})")
+    parser.add_argument("--port", metavar="N", help=f"VXLAN UDP port (default {DEFAULT_PORT})")
+    parser.add_argument("--local", metavar="ADDR", help="this node's underlay IPv4 address (required)")
+    parser.add_argument(
+        "--peer", dest="peers", action="append", metavar="ADDR", help="a peer VTEP address (repeatable)"
+    )
+    parser.add_argument("--peers-dns", metavar="NAME", help="headless Service name whose A records are peers")
+    parser.add_argument("--peers-dns-server", metavar="ADDR[:PORT]", help="DNS server for --peers-dns")
+    parser.add_argument(
+        "--peers-kubernetes",
+        action="append",
+        metavar="NS/SERVICE",
+        help="peers from the Service's EndpointSlices (repeatable; in-cluster credentials)",
+    )
+    parser.add_argument(
+        "--health", metavar="ADDR:PORT", help=f"health/metrics listener (default {DEFAULT_HEALTH})"
+    )
+    parser.add_argument("--ageing", metavar="SECONDS", help="learned-MAC ageing time (default 300)")
+    parser.add_argument(
+        "--peers-only",
+        metavar="BOOL",
+        help="accept VXLAN only from current peers (default true)",
+    )
+    parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")

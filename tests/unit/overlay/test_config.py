@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataplane.overlay.config import ConfigError, OverlayConfig, load
+
+
+def test_defaults_need_only_local() -> None:
+    config = load({"local": "192.0.2.1"}, environ={})
+    assert config.local == "192.0.2.1"
+    assert (config.interface, config.vni, config.port, config.mtu) == ("overlay0", 7331, 4789, None)
+    assert config.underlay_mtu_default(1500) == 1450
+    assert config.underlay_mtu_default(9000) == 8950
+    assert config.underlay_mtu_default(None) == 1450
+
+
+def test_local_is_required_and_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({}, environ={})
+    assert info.value.key == "local"
+
+
+def test_precedence_flag_over_environment_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "overlay.yaml"
+    path.write_text("vni: 100\nport: 4790\npeers-dns: ws.default.svc\nlocal: 192.0.2.9\n")
+    environ = {"WEBSPACES_OVERLAY_VNI": "200", "WEBSPACES_OVERLAY_PEERS": "192.0.2.2, 192.0.2.3"}
+    config = load({"vni": "300"}, environ=environ, config_file=path)
+    assert config.vni == 300
+    assert config.port == 4790
+    assert config.peers == ("192.0.2.2", "192.0.2.3")
+    assert config.peers_dns == "ws.default.svc"
+    assert config.origins["vni"] == "--vni"
+    assert config.origins["peers"] == "WEBSPACES_OVERLAY_PEERS"
+    assert config.origins["port"] == str(path)
+
+
+def test_kubelan_environment_names_are_aliases() -> None:
+    environ = {
+        "KL_IP": "192.0.2.5",
+        "KL_VXLAN_VNI": "6969",
+        "KL_VXLAN_INTERFACE": "lxd-overlay",
+        "KL_VXLAN_MTU": "-1",
+        "KL_NAMESPACE": "webspaces",
+        "KL_SERVICES": "lxd, other/ingress",
+        "KL_HTTP_ADDRESS": ":8181",
+    }
+    config = load({}, environ=environ)
+    assert (config.local, config.vni, config.interface, config.mtu) == (
+        "192.0.2.5",
+        6969,
+        "lxd-overlay",
+        None,
+    )
+    assert config.peers_kubernetes == ("webspaces/lxd", "other/ingress")
+    assert config.health == "0.0.0.0:8181"
+    view = config.kubelan_view()
+    assert view["VXLAN"] == {"Interface": "lxd-overlay", "MTU": -1, "VNI": 6969, "Port": 4789}
+    assert view["IP"] == "192.0.2.5"
+
+
+def test_our_name_beats_the_kubelan_alias() -> None:
+    config = load({}, environ={"KL_IP": "192.0.2.5", "WEBSPACES_OVERLAY_LOCAL": "192.0.2.6"})
+    assert config.local == "192.0.2.6"
+
+
+@pytest.mark.parametrize(
+    ("flags", "key", "fragment"),
+    [
+        ({"vni": "0"}, "vni", "1-16777215"),
+        ({"vni": "16777216"}, "vni", "1-16777215"),
+        ({"vni": "seven"}, "vni", "not an integer"),
+        ({"port": "70000"}, "port", "1-65535"),
+        ({"mtu": "60"}, "mtu", "68-65485"),
+        ({"mac": "01:00:5e:00:00:01"}, "mac", "multicast"),
+        ({"mac": "zz"}, "mac", "not a MAC"),
+        ({"address": "172.24.254.1"}, "address", "prefix"),
+        ({"interface": "a-name-longer-than-15"}, "interface", "interface name"),
+        ({"peers": ["192.0.2.300"]}, "peers", "not an IPv4"),
+        ({"peers_kubernetes": ["noslash"]}, "peers_kubernetes", "namespace"),
+        ({"peers_kubernetes": ["Bad/Name"]}, "peers_kubernetes", "Kubernetes names"),
+        ({"health": "localhost"}, "health", "ADDR:PORT"),
+        ({"ageing": "0"}, "ageing", "1-86400"),
+        ({"peers_only": "maybe"}, "peers_only", "boolean"),
+        ({"log_level": "loud"}, "log_level", "debug, info"),
+        ({"peers_dns": "bad name!"}, "peers_dns", "DNS name"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_origin(flags: dict[str, object], key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"local": "192.0.2.1", **flags}, environ={})
+    assert info.value.key == key
+    assert fragment in str(info.value)
+    assert "--" + key.replace("_", "-") in str(info.value)
+
+
+def test_unknown_yaml_key_is_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "overlay.yaml"
+    path.write_text("local: 192.0.2.1\nvnii: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load({}, environ={}, config_file=path)
+    assert info.value.key == "vnii"
+    assert "unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "vni: [\n"])
+def test_malformed_yaml_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load({}, environ={}, config_file=path)
+    assert info.value.key == "config"
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load({}, environ={}, config_file=tmp_path / "absent.yaml")
+
+
+def test_local_address_is_never_its_own_peer() -> None:
+    config = load({"local": "192.0.2.1", "peers": ["192.0.2.1", "192.0.2.2"]}, environ={})
+    assert config.peers == ("192.0.2.2",)
+
+
+def test_config_is_immutable() -> None:
+    config = OverlayConfig(local="192.0.2.1")
+    with pytest.raises(AttributeError):
+        config.vni = 5  # type: ignore[misc]
