@@ -8,7 +8,7 @@ until then it is 503. Either way the JSON body says why: peers per source, last 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,18 +116,22 @@ class StatusCollector(Collector):
         )
 
 
-def create_app(status: Callable[[], Status], config_view: Callable[[], Mapping[str, Any]]) -> Starlette:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatusCollector(status))
+def create_app(
+    status: Callable[[], Awaitable[Status]], config_view: Callable[[], Mapping[str, Any]]
+) -> Starlette:
+    """``status`` takes a fresh snapshot (from the data-path thread) for every request."""
 
     async def health(request: Request) -> Response:
-        snapshot = status()
+        snapshot = await status()
         return JSONResponse(snapshot.as_json(), status_code=200 if snapshot.healthy else 503)
 
     async def config(request: Request) -> Response:
         return JSONResponse(dict(config_view()))
 
     async def metrics(request: Request) -> Response:
+        snapshot = await status()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StatusCollector(lambda: snapshot))
         return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)
 
     routes = [

@@ -21,7 +21,10 @@ def make_status(device_up: bool = True, synced: bool = True) -> Status:
 
 
 def client(status: Status) -> TestClient:
-    return TestClient(create_app(lambda: status, lambda: {"VXLAN": {"Interface": "overlay0"}}))
+    async def snapshot() -> Status:
+        return status
+
+    return TestClient(create_app(snapshot, lambda: {"VXLAN": {"Interface": "overlay0"}}))
 
 
 def test_health_is_2xx_only_when_up_and_every_source_synced() -> None:

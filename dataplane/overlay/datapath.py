@@ -1,0 +1,94 @@
+"""The data-path thread: runs the pump, and is the only thread that touches the VTEP.
+
+Theory of operation. The pump moves frames between the TAP and the underlay socket in batches,
+calling the VTEP for every frame; the control side (peer discovery, ageing, health and metrics)
+runs on asyncio in the main thread. Rather than lock the VTEP on every batch, every control
+operation is a closure queued to this thread and run between two pump rounds, so the VTEP is
+never seen half-updated and the hot path takes no lock. A queued call waits at most one pump
+round (``poll_interval``) before it runs; its result comes back through a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Pumping(Protocol):
+    def run_once(self, timeout: float) -> int: ...
+
+
+class DatapathThread:
+    def __init__(self, pump: Pumping, *, poll_interval: float = 0.02, name: str = "datapath") -> None:
+        self._pump = pump
+        self._poll = poll_interval
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]]] = (
+            queue.SimpleQueue()
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._drain()  # anything queued after the last round still gets an answer
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``call`` on the data-path thread between two pump rounds."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if not self._thread.is_alive() or self._stop.is_set():
+            # Not started yet, or stopped: nothing else touches the VTEP, so run it here.
+            try:
+                future.set_result(call())
+            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(exc)
+            return future
+        self._calls.put((call, future))  # type: ignore[arg-type]
+        return future
+
+    async def call(self, call: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self.submit(call))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                call, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(exc)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._pump.run_once(self._poll)
+                self._drain()
+        except Exception as exc:
+            # The pump counts and drops bad frames itself; reaching here is a bug or a dead fd.
+            self.error = exc
+            log.exception("data path stopped")  # the agent sees .error and exits non-zero
+        finally:
+            self._stop.set()
+            self._drain()

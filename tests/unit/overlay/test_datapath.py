@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from dataplane.overlay.datapath import DatapathThread
+
+
+class FakePump:
+    """Counts rounds and records which thread ran them."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.rounds = 0
+        self.threads: set[int] = set()
+        self.fail_after = fail_after
+
+    def run_once(self, timeout: float) -> int:
+        self.rounds += 1
+        self.threads.add(threading.get_ident())
+        if self.fail_after is not None and self.rounds > self.fail_after:
+            raise OSError(9, "Bad file descriptor")
+        time.sleep(timeout)
+        return 0
+
+
+def test_calls_run_on_the_datapath_thread_between_rounds() -> None:
+    pump = FakePump()
+    datapath = DatapathThread(pump, poll_interval=0.005)
+    datapath.start()
+    try:
+        where = datapath.submit(threading.get_ident).result(timeout=2)
+        assert where != threading.get_ident()
+        assert where in pump.threads
+        assert pump.rounds >= 1
+    finally:
+        datapath.stop()
+    assert not datapath.alive
+
+
+def test_async_call_returns_the_result_and_raises_the_error() -> None:
+    datapath = DatapathThread(FakePump(), poll_interval=0.005)
+    datapath.start()
+
+    def boom() -> int:
+        raise ValueError("bad peer")
+
+    async def scenario() -> int:
+        with pytest.raises(ValueError, match="bad peer"):
+            await datapath.call(boom)
+        return await datapath.call(lambda: 41 + 1)
+
+    try:
+        assert asyncio.run(scenario()) == 42
+    finally:
+        datapath.stop()
+
+
+def test_before_start_and_after_stop_calls_run_inline() -> None:
+    datapath = DatapathThread(FakePump())
+    assert datapath.submit(lambda: "inline").result(timeout=1) == "inline"
+    datapath.start()
+    datapath.stop()
+    assert datapath.submit(lambda: "after").result(timeout=1) == "after"
+
+
+def test_a_dying_pump_is_reported_and_answers_queued_calls() -> None:
+    datapath = DatapathThread(FakePump(fail_after=2), poll_interval=0.001)
+    datapath.start()
+    deadline = time.monotonic() + 2
+    while datapath.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not datapath.alive
+    assert isinstance(datapath.error, OSError)
+    assert datapath.submit(lambda: 7).result(timeout=1) == 7
