@@ -58,7 +58,7 @@ class DatapathThread:
             # Not started yet, or stopped: nothing else touches the VTEP, so run it here.
             try:
                 future.set_result(call())
-            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            except Exception as exc:  # handed to the caller through the future
                 future.set_exception(exc)
             return future
         self._calls.put((call, future))  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ class DatapathThread:
                 continue
             try:
                 future.set_result(call())
-            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            except Exception as exc:  # handed to the caller through the future
                 future.set_exception(exc)
 
     def _run(self) -> None:

@@ -28,6 +28,7 @@ MODULES = (
     "icmp",
     "vxlan",
     "dhcp",
+    "dns",
     "vnet",
     "frame",
     "batch",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled one
     from .buffer import *  # noqa: F403
     from .checksum import *  # noqa: F403
     from .dhcp import *  # noqa: F403
+    from .dns import *  # noqa: F403
     from .ethernet import *  # noqa: F403
     from .frame import *  # noqa: F403
     from .icmp import *  # noqa: F403
