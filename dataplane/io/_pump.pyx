@@ -1,0 +1,1123 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The data-path pump (compiled twin of ``pump.py``; same API, same frames on the wire).
+
+The theory of operation is in ``pump.py``. What this twin adds is batching, with the GIL released
+around every syscall:
+
+* TAP -> underlay: up to ``batch`` TAP reads per round; each frame (segmented in C when it is a GSO
+  super-frame) is staged with its VXLAN header in one buffer, and the round ends with ``sendmmsg``:
+  one message per peer per run of equal-size segments, carrying a ``UDP_SEGMENT`` cmsg so the
+  kernel cuts it into datagrams (UDP GSO).
+* underlay -> TAP: ``recvmmsg`` fills up to ``rx_batch`` buffers (64 KiB each when ``UDP_GRO``
+  coalesces datagrams, split at the ``gso_size`` cmsg); consecutive in-order TCP segments of one flow
+  are written to the TAP as one GSO super-frame (``TCPV4``, ``NEEDS_CSUM`` with the pseudo-header
+  seed) with one ``writev``: software GRO, so the receiving stack sees 64 KiB at a time.
+
+The VTEP is called at C level (``dataplane/overlay/_vtep.pxd``).
+"""
+
+import socket as _socket
+import time as _time
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcmp, memcpy, memset
+
+from dataplane.overlay._vtep cimport Vtep
+
+from dataplane.wire.errors import MalformedPacket
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Pump",
+    "deliver_header",
+    "finish_checksum",
+    "segment",
+]
+
+IMPLEMENTATION = "cython"
+
+
+cdef extern from "<errno.h>":
+    int errno
+    enum:
+        EAGAIN
+        EINTR
+        ENOBUFS
+        EINVAL
+        EIO
+
+cdef extern from "<unistd.h>":
+    ssize_t c_read "read"(int fd, void* buf, size_t count) nogil
+    int c_close "close"(int fd) nogil
+
+cdef extern from "<sys/uio.h>":
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec* iov, int iovcnt) nogil
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* m) nogil
+    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c) nogil
+    unsigned char* CMSG_DATA(cmsghdr* c) nogil
+    size_t CMSG_SPACE(size_t n) nogil
+    size_t CMSG_LEN(size_t n) nogil
+    int sendmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags) nogil
+    int recvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags, void* timeout) nogil
+    enum:
+        MSG_DONTWAIT
+        AF_INET
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    uint16_t htons(uint16_t v) nogil
+    uint32_t htonl(uint32_t v) nogil
+    uint32_t ntohl(uint32_t v) nogil
+
+cdef extern from "<sys/epoll.h>":
+    ctypedef union epoll_data_t:
+        int fd
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags) nogil
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) nogil
+    int epoll_wait(int epfd, epoll_event* evs, int n, int timeout) nogil
+    enum:
+        EPOLLIN
+        EPOLL_CTL_ADD
+        EPOLL_CLOEXEC
+
+cdef extern from "<poll.h>":
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long n, int timeout) nogil
+    enum:
+        POLLOUT
+
+
+# -- constants (values shared with pump.py) -------------------------------------------------------
+
+cdef enum:
+    SOL_UDP = 17
+    UDP_SEGMENT = 103
+    UDP_GRO = 104
+    F_NEEDS_CSUM = 1
+    F_DATA_VALID = 2
+    KNOWN_FLAGS = 7
+    GSO_TCPV4 = 1
+    GSO_TCPV6 = 4
+    GSO_UDP_L4 = 5
+    GSO_ECN = 0x80
+    ETH_LEN = 14
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    MAX_HEADERS = 256
+    MAX_SEGMENTS = 256
+    MAX_GSO_BYTES = 65000
+    MAX_GSO_SEGMENTS = 64
+    VXLAN_LEN = 8
+    TAP_READ = 65536 + 64
+    SEG_SCRATCH = 65536 + MAX_SEGMENTS * (VXLAN_LEN + MAX_HEADERS) + 256
+    TX_BUFFER = 4 * SEG_SCRATCH
+    TX_MESSAGES = 1024
+    GRO_MAX = 64
+    CTRL_SPACE = 32
+
+# Drop reasons: index into Pump.drops and REASONS (malformed ones name the field, as in pump.py).
+cdef enum:
+    R_VNET_HEADER = 1
+    R_VNET_FLAGS
+    R_ETHERNET
+    R_VNET_GSO_TYPE
+    R_VNET_GSO_SIZE
+    R_IPV4_VERSION
+    R_IPV6_VERSION
+    R_VNET_CSUM_START
+    R_ETHERNET_TYPE
+    R_TCP_HEADER
+    R_TCP_OFFSET
+    R_VNET_CSUM_OFFSET
+    R_VNET_HDR_LEN
+    R_VTEP_TX
+    R_VTEP_RX
+    R_UDP_EAGAIN
+    R_UDP_ENOBUFS
+    R_UDP_ERROR
+    R_TAP_EAGAIN
+    R_TAP_ERROR
+    R_COUNT
+
+REASONS = (
+    "", "vnet.header", "vnet.flags", "ethernet", "vnet.gso_type", "vnet.gso_size", "ipv4.version",
+    "ipv6.version", "vnet.csum_start", "ethernet.type", "tcp.header", "tcp.offset", "vnet.csum_offset",
+    "vnet.hdr_len", "vtep_tx", "vtep_rx", "udp_send_eagain", "udp_send_enobufs", "udp_send_error",
+    "tap_write_eagain", "tap_write_error",
+)
+
+# Counters: index into Pump.counts.
+cdef enum:
+    C_TAP_RX_FRAMES = 0
+    C_TAP_RX_BYTES
+    C_TAP_RX_GSO
+    C_TSO_SEGMENTS
+    C_UDP_TX_DGRAMS
+    C_UDP_TX_BYTES
+    C_UDP_RX_DGRAMS
+    C_UDP_RX_BYTES
+    C_TAP_TX_FRAMES
+    C_TAP_TX_BYTES
+    C_GRO_SEGMENTS
+    C_CSUM_PASSED
+    C_EPOLL
+    C_SYS_TAP_READ
+    C_SYS_TAP_WRITE
+    C_SYS_UDP_SEND
+    C_SYS_UDP_RECV
+    C_UDP_TX_MSGS
+    C_COUNT
+
+
+cdef bint LITTLE = (<const uint16_t*><const char*>b"\x01\x00")[0] == 1
+
+
+# -- byte helpers ---------------------------------------------------------------------------------
+
+cdef inline uint32_t rd16(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+
+cdef inline void wr16(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 8)
+    p[1] = <uint8_t>v
+
+
+cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 24)
+    p[1] = <uint8_t>(v >> 16)
+    p[2] = <uint8_t>(v >> 8)
+    p[3] = <uint8_t>v
+
+
+cdef inline uint32_t ld16n(const uint8_t* p) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    return v
+
+
+cdef inline void st16n(uint8_t* p, uint32_t value) noexcept nogil:
+    cdef uint16_t v = <uint16_t>value
+    memcpy(p, &v, 2)
+
+
+cdef inline uint32_t fold(uint64_t total) noexcept nogil:
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return <uint32_t>total
+
+
+cdef uint32_t csum(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Folded RFC 1071 sum of p[0:n] as big-endian words (odd last byte padded), not complemented.
+
+    Sums native 32-bit words into 64 bits and swaps once at the end: the one's-complement sum is
+    byte-order independent up to that swap (RFC 1071 §2(B)).
+    """
+    cdef uint64_t s = 0
+    cdef uint32_t w0, w1, w2, w3
+    cdef uint16_t h
+    cdef uint32_t r
+    while n >= 16:
+        memcpy(&w0, p, 4)
+        memcpy(&w1, p + 4, 4)
+        memcpy(&w2, p + 8, 4)
+        memcpy(&w3, p + 12, 4)
+        s += <uint64_t>w0 + w1 + w2 + w3
+        p += 16
+        n -= 16
+    while n >= 4:
+        memcpy(&w0, p, 4)
+        s += w0
+        p += 4
+        n -= 4
+    if n >= 2:
+        memcpy(&h, p, 2)
+        s += h
+        p += 2
+        n -= 2
+    if n:
+        s += p[0] if LITTLE else (<uint32_t>p[0] << 8)
+    r = fold(s)
+    if LITTLE:
+        r = ((r & 0xFF) << 8) | (r >> 8)
+    return r
+
+
+cdef inline uint32_t pseudo(const uint8_t* l3, bint v6, uint32_t proto, uint32_t length) noexcept nogil:
+    if v6:
+        return fold(<uint64_t>csum(l3 + 8, 32) + (length >> 16) + (length & 0xFFFF) + proto)
+    return fold(<uint64_t>csum(l3 + 12, 8) + proto + length)
+
+
+# -- segmentation (software TSO/USO) --------------------------------------------------------------
+
+cdef int build(const uint8_t* vh, const uint8_t* frame, Py_ssize_t n, int pre, uint8_t* out,
+               Py_ssize_t cap, Py_ssize_t* seg_len, Py_ssize_t* last_len) noexcept nogil:
+    """Write the wire-ready frames of one TAP read to ``out``, each after ``pre`` spare bytes.
+
+    Segment i starts at ``out + i * (pre + seg_len)``; all are ``seg_len`` bytes but the last,
+    ``last_len``. Returns the count, or minus a drop reason (the same checks, in the same order,
+    as ``pump.segment``).
+    """
+    cdef uint32_t flags = vh[0], gso_type = vh[1], kind
+    cdef uint32_t gso_size = ld16n(vh + 4), csum_start = ld16n(vh + 6), csum_offset = ld16n(vh + 8)
+    cdef Py_ssize_t l3 = ETH_LEN, l4, l4_len, hlen, payload, count, i, chunk, stride, where
+    cdef uint32_t ethertype, proto, want, ip_id = 0, seq = 0, tflags = 0, value, l4_total
+    cdef bint v6
+    cdef uint8_t* seg
+    if flags & ~KNOWN_FLAGS:
+        return -R_VNET_FLAGS
+    if n < ETH_LEN:
+        return -R_ETHERNET
+    kind = gso_type & ~GSO_ECN
+    if kind == 0:
+        if pre + n > cap:
+            return -R_VNET_HDR_LEN
+        seg = out + pre
+        memcpy(seg, frame, n)
+        if flags & F_NEEDS_CSUM:
+            if csum_start >= n:
+                return -R_VNET_CSUM_START
+            where = csum_start + csum_offset
+            if where + 2 > n:
+                return -R_VNET_CSUM_OFFSET
+            value = ~csum(seg + csum_start, n - csum_start) & 0xFFFF
+            wr16(seg + where, value if value else 0xFFFF)
+        seg_len[0] = n
+        last_len[0] = n
+        return 1
+    if kind != GSO_TCPV4 and kind != GSO_TCPV6 and kind != GSO_UDP_L4:
+        return -R_VNET_GSO_TYPE
+    if not flags & F_NEEDS_CSUM:
+        return -R_VNET_FLAGS
+    if gso_size == 0:
+        return -R_VNET_GSO_SIZE
+    ethertype = rd16(frame + 12)
+    l4 = csum_start
+    if ethertype == 0x0800 and kind != GSO_TCPV6:
+        v6 = False
+        if n < l3 + 20 or frame[l3] >> 4 != 4:
+            return -R_IPV4_VERSION
+        if l4 != l3 + (frame[l3] & 0x0F) * 4 or l4 < l3 + 20:
+            return -R_VNET_CSUM_START
+    elif ethertype == 0x86DD and kind != GSO_TCPV4:
+        v6 = True
+        if n < l3 + 40 or frame[l3] >> 4 != 6:
+            return -R_IPV6_VERSION
+        if l4 < l3 + 40:
+            return -R_VNET_CSUM_START
+    else:
+        return -R_ETHERNET_TYPE
+    if kind == GSO_UDP_L4:
+        proto = PROTO_UDP
+        want = 6
+        l4_len = 8
+    else:
+        proto = PROTO_TCP
+        want = 16
+        if n < l4 + 20:
+            return -R_TCP_HEADER
+        l4_len = (frame[l4 + 12] >> 4) * 4
+        if l4_len < 20:
+            return -R_TCP_OFFSET
+    if csum_offset != want:
+        return -R_VNET_CSUM_OFFSET
+    hlen = l4 + l4_len
+    if hlen > n or hlen > MAX_HEADERS:
+        return -R_VNET_HDR_LEN
+    payload = n - hlen
+    count = (payload + gso_size - 1) // gso_size
+    if count < 1:
+        count = 1
+    if count > MAX_SEGMENTS:
+        return -R_VNET_GSO_SIZE
+    chunk = gso_size if payload > gso_size else payload
+    stride = pre + hlen + chunk
+    if count * stride > cap:
+        return -R_VNET_GSO_SIZE
+    if not v6:
+        ip_id = rd16(frame + l3 + 4)
+    if proto == PROTO_TCP:
+        seq = rd32(frame + l4 + 4)
+        tflags = frame[l4 + 13]
+    seg_len[0] = hlen + chunk
+    for i in range(count):
+        seg = out + i * stride + pre
+        chunk = payload - i * <Py_ssize_t>gso_size
+        if chunk > gso_size:
+            chunk = gso_size
+        memcpy(seg, frame, hlen)
+        memcpy(seg + hlen, frame + hlen + i * <Py_ssize_t>gso_size, chunk)
+        l4_total = <uint32_t>(l4_len + chunk)
+        if v6:
+            wr16(seg + l3 + 4, <uint32_t>(l4 - l3 - 40) + l4_total)
+        else:
+            wr16(seg + l3 + 2, <uint32_t>(l4 - l3) + l4_total)
+            wr16(seg + l3 + 4, (ip_id + <uint32_t>i) & 0xFFFF)
+            wr16(seg + l3 + 10, 0)
+            wr16(seg + l3 + 10, ~csum(seg + l3, l4 - l3) & 0xFFFF)
+        if proto == PROTO_TCP:
+            wr32(seg + l4 + 4, seq + <uint32_t>(i * <Py_ssize_t>gso_size))
+            value = tflags
+            if i != count - 1:
+                value &= ~0x09  # FIN, PSH only on the last segment
+            if i:
+                value &= ~0x80  # CWR only on the first
+            seg[l4 + 13] = <uint8_t>value
+        else:
+            wr16(seg + l4 + 4, l4_total)
+        wr16(seg + l4 + want, 0)
+        value = ~fold(<uint64_t>pseudo(seg + l3, v6, proto, l4_total) + csum(seg + l4, l4_total)) & 0xFFFF
+        if proto == PROTO_UDP and value == 0:
+            value = 0xFFFF
+        wr16(seg + l4 + want, value)
+        last_len[0] = hlen + chunk
+    return <int>count
+
+
+cdef int deliver_flags(const uint8_t* frame, Py_ssize_t n, uint8_t* vh) noexcept nogil:
+    """Fill the vnet header ``vh`` (zeroed by the caller) for a decapsulated frame; see pump.py."""
+    cdef Py_ssize_t l3 = ETH_LEN, ihl, total_len, l4, l4_total, offset
+    cdef uint32_t proto, field, seed, total
+    if n < ETH_LEN + 20 or frame[12] != 0x08 or frame[13] != 0x00 or frame[l3] >> 4 != 4:
+        return 0
+    ihl = (frame[l3] & 0x0F) * 4
+    total_len = rd16(frame + l3 + 2)
+    proto = frame[l3 + 9]
+    if ihl < 20 or total_len < ihl or l3 + total_len > n or (frame[l3 + 6] & 0x3F) or frame[l3 + 7]:
+        return 0
+    l4 = l3 + ihl
+    l4_total = total_len - ihl
+    if proto == PROTO_TCP:
+        offset = 16
+        if l4_total < 20:
+            return 0
+    elif proto == PROTO_UDP:
+        offset = 6
+        if l4_total < 8:
+            return 0
+    else:
+        return 0
+    field = rd16(frame + l4 + offset)
+    if proto == PROTO_UDP and field == 0:
+        return 0
+    seed = pseudo(frame + l3, False, proto, <uint32_t>l4_total)
+    total = fold(<uint64_t>seed + csum(frame + l4, l4_total))
+    if total == 0xFFFF:
+        vh[0] = F_DATA_VALID
+        return F_DATA_VALID
+    if field == seed:
+        vh[0] = F_NEEDS_CSUM
+        st16n(vh + 6, <uint32_t>l4)
+        st16n(vh + 8, <uint32_t>offset)
+        return F_NEEDS_CSUM
+    return 0
+
+
+# -- module-level twins of pump.py's helpers ------------------------------------------------------
+
+def _check_size(int vnet_hdr_size):
+    if vnet_hdr_size != 10 and vnet_hdr_size != 12:
+        raise ValueError(f"vnet_hdr_size must be 10 or 12, not {vnet_hdr_size}")
+
+
+def segment(data, int vnet_hdr_size=10):
+    """The wire-ready inner frames of one TAP read (vnet header + frame); see ``pump.segment``."""
+    _check_size(vnet_hdr_size)
+    cdef const uint8_t[:] view = data
+    cdef Py_ssize_t n = view.shape[0]
+    if n < vnet_hdr_size:
+        raise MalformedPacket("vnet.header", f"{n} bytes")
+    cdef uint8_t* out = <uint8_t*>malloc(SEG_SCRATCH)
+    if out == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t seg_len = 0, last_len = 0, i
+    cdef int count
+    try:
+        count = build(&view[0], &view[0] + vnet_hdr_size, n - vnet_hdr_size, 0, out, SEG_SCRATCH,
+                      &seg_len, &last_len)
+        if count < 0:
+            raise MalformedPacket(REASONS[-count], "refused")
+        result = []
+        for i in range(count):
+            result.append(PyBytes_FromStringAndSize(<char*>out + i * seg_len,
+                                                    last_len if i == count - 1 else seg_len))
+        return result
+    finally:
+        free(out)
+
+
+def deliver_header(frame, int vnet_hdr_size=10):
+    """The vnet header to write before a decapsulated inner frame; see ``pump.deliver_header``."""
+    _check_size(vnet_hdr_size)
+    cdef const uint8_t[:] view = frame
+    cdef uint8_t vh[12]
+    memset(vh, 0, 12)
+    if view.shape[0]:
+        deliver_flags(&view[0], view.shape[0], vh)
+    return PyBytes_FromStringAndSize(<char*>vh, vnet_hdr_size)
+
+
+def finish_checksum(bytearray frame, Py_ssize_t csum_start, Py_ssize_t csum_offset):
+    """Complete a partial checksum in place (0 -> 0xFFFF, as ``skb_checksum_help``)."""
+    cdef Py_ssize_t n = len(frame)
+    cdef uint8_t* p = <uint8_t*>(<char*>frame)
+    if csum_start < 0 or csum_start >= n:
+        raise MalformedPacket("vnet.csum_start", f"{csum_start} outside frame of {n}")
+    if csum_offset < 0 or csum_start + csum_offset + 2 > n:
+        raise MalformedPacket("vnet.csum_offset", f"field at {csum_start + csum_offset} outside frame of {n}")
+    cdef uint32_t value = ~csum(p + csum_start, n - csum_start) & 0xFFFF
+    wr16(p + csum_start + csum_offset, value if value else 0xFFFF)
+
+
+# -- the pump -------------------------------------------------------------------------------------
+
+cdef class Pump:
+    """Moves frames between a TAP descriptor and the underlay UDP socket through ``vtep``.
+
+    Same constructor and methods as ``pump.Pump``; ``rx_batch`` sets how many receive buffers one
+    ``recvmmsg`` fills (64 KiB each with UDP GRO).
+    """
+
+    cdef readonly int tap_fd
+    cdef readonly int udp_fd
+    cdef int epfd
+    cdef readonly int vnet_hdr_size
+    cdef readonly int batch
+    cdef readonly int rx_batch
+    cdef public bint gso
+    cdef readonly bint gro
+    cdef public bint soft_gro
+    cdef readonly int port
+    cdef int mtu
+    cdef Vtep vtep
+    cdef object sock
+    cdef uint64_t counts[C_COUNT]
+    cdef uint64_t drops[R_COUNT]
+    cdef uint64_t* gro_hist
+    # TAP -> underlay
+    cdef uint8_t* tap_buf
+    cdef uint8_t* tx_buf
+    cdef Py_ssize_t tx_used
+    cdef mmsghdr* tx_msgs
+    cdef iovec* tx_iov
+    cdef sockaddr_in* tx_addr
+    cdef uint8_t* tx_ctrl
+    cdef int* tx_segs
+    cdef int tx_n
+    cdef uint32_t* dsts
+    cdef int dst_cap
+    # underlay -> TAP
+    cdef Py_ssize_t rx_size
+    cdef uint8_t* rx_buf
+    cdef mmsghdr* rx_msgs
+    cdef iovec* rx_iov
+    cdef sockaddr_in* rx_addr
+    cdef uint8_t* rx_ctrl
+    # software GRO: the pending super-frame
+    cdef iovec gro_iov[GRO_MAX + 1]
+    cdef uint8_t gro_head[12 + MAX_HEADERS]
+    cdef const uint8_t* gro_first
+    cdef Py_ssize_t gro_first_len
+    cdef int gro_n
+    cdef int gro_hlen
+    cdef int gro_ihl
+    cdef uint32_t gro_next_seq
+    cdef uint32_t gro_mss
+    cdef uint32_t gro_total
+    cdef uint8_t gro_last_flags
+    cdef int gro_first_vh
+    cdef bint gro_open
+
+    def __cinit__(self):
+        self.epfd = -1
+
+    def __init__(self, int tap_fd, udp_sock, Vtep vtep not None, *, int vnet_hdr_size=10, gso=None,
+                 int batch=64, port=None, int rx_batch=16, bint soft_gro=True):
+        cdef int i
+        cdef epoll_event ev
+        _check_size(vnet_hdr_size)
+        if batch < 1 or batch > 1024:
+            raise ValueError(f"batch must be 1..1024, not {batch}")
+        if rx_batch < 1 or rx_batch > 1024:
+            raise ValueError(f"rx_batch must be 1..1024, not {rx_batch}")
+        self.tap_fd = tap_fd
+        self.sock = udp_sock
+        self.udp_fd = udp_sock.fileno()
+        self.vtep = vtep
+        self.vnet_hdr_size = vnet_hdr_size
+        self.batch = batch
+        self.port = int(port if port is not None else getattr(vtep, "port", 4789))
+        self.mtu = int(getattr(vtep, "mtu", 1450))
+        self.gso = _probe(udp_sock, UDP_SEGMENT) if gso is None else bool(gso)
+        try:
+            self.gro = bool(udp_sock.getsockopt(SOL_UDP, UDP_GRO))
+        except OSError:
+            self.gro = False
+        self.soft_gro = soft_gro
+        self.rx_batch = rx_batch if self.gro else max(rx_batch, batch)
+        self.rx_size = 65536 if self.gro else 2048 if self.mtu <= 1900 else 65536
+        self.tap_buf = <uint8_t*>malloc(TAP_READ)
+        self.tx_buf = <uint8_t*>malloc(TX_BUFFER)
+        self.tx_msgs = <mmsghdr*>calloc(TX_MESSAGES, sizeof(mmsghdr))
+        self.tx_iov = <iovec*>calloc(TX_MESSAGES, sizeof(iovec))
+        self.tx_addr = <sockaddr_in*>calloc(TX_MESSAGES, sizeof(sockaddr_in))
+        self.tx_ctrl = <uint8_t*>calloc(TX_MESSAGES, CTRL_SPACE)
+        self.tx_segs = <int*>calloc(TX_MESSAGES, sizeof(int))
+        self.dst_cap = 4096
+        self.dsts = <uint32_t*>calloc(self.dst_cap, sizeof(uint32_t))
+        self.rx_buf = <uint8_t*>malloc(self.rx_batch * self.rx_size)
+        self.rx_msgs = <mmsghdr*>calloc(self.rx_batch, sizeof(mmsghdr))
+        self.rx_iov = <iovec*>calloc(self.rx_batch, sizeof(iovec))
+        self.rx_addr = <sockaddr_in*>calloc(self.rx_batch, sizeof(sockaddr_in))
+        self.rx_ctrl = <uint8_t*>calloc(self.rx_batch, CTRL_SPACE)
+        self.gro_hist = <uint64_t*>calloc(GRO_MAX + 1, sizeof(uint64_t))
+        if (self.tap_buf == NULL or self.tx_buf == NULL or self.tx_msgs == NULL or self.tx_iov == NULL
+                or self.tx_addr == NULL or self.tx_ctrl == NULL or self.tx_segs == NULL
+                or self.dsts == NULL or self.rx_buf == NULL or self.rx_msgs == NULL
+                or self.rx_iov == NULL or self.rx_addr == NULL or self.rx_ctrl == NULL
+                or self.gro_hist == NULL):
+            raise MemoryError()
+        for i in range(self.rx_batch):
+            self.rx_iov[i].iov_base = self.rx_buf + i * self.rx_size
+            self.rx_msgs[i].msg_hdr.msg_iov = &self.rx_iov[i]
+            self.rx_msgs[i].msg_hdr.msg_iovlen = 1
+            self.rx_msgs[i].msg_hdr.msg_name = &self.rx_addr[i]
+            self.rx_msgs[i].msg_hdr.msg_control = self.rx_ctrl + i * CTRL_SPACE
+        for i in range(TX_MESSAGES):
+            self.tx_msgs[i].msg_hdr.msg_iov = &self.tx_iov[i]
+            self.tx_msgs[i].msg_hdr.msg_iovlen = 1
+            self.tx_msgs[i].msg_hdr.msg_name = &self.tx_addr[i]
+            self.tx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        memset(self.counts, 0, sizeof(self.counts))
+        memset(self.drops, 0, sizeof(self.drops))
+        self.gro_n = 0
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, "epoll_create1 failed")
+        ev.events = EPOLLIN
+        ev.data.fd = self.tap_fd
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.tap_fd, &ev) < 0:
+            raise OSError(errno, "epoll_ctl(tap) failed")
+        ev.data.fd = self.udp_fd
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.udp_fd, &ev) < 0:
+            raise OSError(errno, "epoll_ctl(udp) failed")
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            c_close(self.epfd)
+        free(self.tap_buf)
+        free(self.tx_buf)
+        free(self.tx_msgs)
+        free(self.tx_iov)
+        free(self.tx_addr)
+        free(self.tx_ctrl)
+        free(self.tx_segs)
+        free(self.dsts)
+        free(self.rx_buf)
+        free(self.rx_msgs)
+        free(self.rx_iov)
+        free(self.rx_addr)
+        free(self.rx_ctrl)
+        free(self.gro_hist)
+
+    def close(self):
+        if self.epfd >= 0:
+            c_close(self.epfd)
+            self.epfd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.close()
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def run_once(self, double timeout):
+        """Wait up to ``timeout`` seconds for either descriptor, then drain both. Returns frames moved."""
+        cdef epoll_event evs[2]
+        cdef int n, i, ms = <int>(timeout * 1000.0)
+        cdef int moved = 0
+        if self.epfd < 0:
+            raise ValueError("the pump is closed")
+        if ms < 0:
+            ms = 0
+        with nogil:
+            n = epoll_wait(self.epfd, evs, 2, ms)
+        if n < 0:
+            if errno == EINTR:
+                return 0
+            raise OSError(errno, "epoll_wait failed")
+        self.counts[C_EPOLL] += 1
+        for i in range(n):
+            if evs[i].data.fd == self.tap_fd:
+                moved += self._from_tap()
+            else:
+                moved += self._from_udp()
+        return moved
+
+    def run(self, stop, double timeout=0.05):
+        while not stop.is_set():
+            self.run_once(timeout)
+
+    def stats(self):
+        c = [self.counts[i] for i in range(C_COUNT)]
+        drops = {REASONS[i]: self.drops[i] for i in range(1, R_COUNT) if self.drops[i]}
+        hist = {i: self.gro_hist[i] for i in range(1, GRO_MAX + 1) if self.gro_hist[i]}
+        return {
+            "implementation": IMPLEMENTATION,
+            "gso": bool(self.gso),
+            "gro": bool(self.gro),
+            "tap_rx_frames": c[C_TAP_RX_FRAMES],
+            "tap_rx_bytes": c[C_TAP_RX_BYTES],
+            "tap_rx_gso_frames": c[C_TAP_RX_GSO],
+            "tso_segments": c[C_TSO_SEGMENTS],
+            "udp_tx_datagrams": c[C_UDP_TX_DGRAMS],
+            "udp_tx_bytes": c[C_UDP_TX_BYTES],
+            "udp_rx_datagrams": c[C_UDP_RX_DGRAMS],
+            "udp_rx_bytes": c[C_UDP_RX_BYTES],
+            "tap_tx_frames": c[C_TAP_TX_FRAMES],
+            "tap_tx_bytes": c[C_TAP_TX_BYTES],
+            "gro_segments": c[C_GRO_SEGMENTS],
+            "checksums_passed_on": c[C_CSUM_PASSED],
+            "epoll_waits": c[C_EPOLL],
+            "syscalls": {
+                "tap_read": c[C_SYS_TAP_READ],
+                "tap_write": c[C_SYS_TAP_WRITE],
+                "udp_send": c[C_SYS_UDP_SEND],
+                "udp_recv": c[C_SYS_UDP_RECV],
+            },
+            "drops": drops,
+            "batch_avg": {
+                "udp_tx": c[C_UDP_TX_DGRAMS] / c[C_SYS_UDP_SEND] if c[C_SYS_UDP_SEND] else 0.0,
+                "udp_rx": c[C_UDP_RX_DGRAMS] / c[C_SYS_UDP_RECV] if c[C_SYS_UDP_RECV] else 0.0,
+                "tap_rx_segments": c[C_TSO_SEGMENTS] / c[C_TAP_RX_FRAMES] if c[C_TAP_RX_FRAMES] else 0.0,
+            },
+            "gro_histogram": hist,
+        }
+
+    # -- TAP -> underlay -----------------------------------------------------------------------
+
+    cdef int _from_tap(self) except -1:
+        cdef int i, count, k, d, g, first, last, segs, reason
+        cdef ssize_t r
+        cdef Py_ssize_t seg_len, last_len, stride, flen, size
+        cdef int hdr = self.vnet_hdr_size
+        cdef int moved = 0
+        cdef double now = _time.monotonic()
+        cdef uint8_t* base
+        cdef object reply
+        for i in range(self.batch):
+            with nogil:
+                r = c_read(self.tap_fd, self.tap_buf, TAP_READ)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                break  # EAGAIN: drained (other errors surface on the next epoll round)
+            self.counts[C_SYS_TAP_READ] += 1
+            self.counts[C_TAP_RX_FRAMES] += 1
+            if r < hdr:
+                self.drops[R_VNET_HEADER] += 1
+                continue
+            flen = r - hdr
+            self.counts[C_TAP_RX_BYTES] += flen
+            if self.tx_used + SEG_SCRATCH > TX_BUFFER:
+                self._flush()
+            base = self.tx_buf + self.tx_used
+            count = build(self.tap_buf, self.tap_buf + hdr, flen, VXLAN_LEN, base,
+                          TX_BUFFER - self.tx_used, &seg_len, &last_len)
+            if count < 0:
+                self.drops[-count] += 1
+                continue
+            if self.tap_buf[1] & ~GSO_ECN:
+                self.counts[C_TAP_RX_GSO] += 1
+            self.counts[C_TSO_SEGMENTS] += count
+            stride = VXLAN_LEN + seg_len
+            self._ensure_dsts()
+            k = self.vtep.c_send(base + VXLAN_LEN, seg_len if count > 1 else last_len, now,
+                                 self.dsts, self.dst_cap)
+            if k <= 0:
+                self.drops[R_VTEP_TX] += count
+                if count == 1 and last_len > self.mtu + ETH_LEN:
+                    reply = self.vtep.c_frag_needed(base + VXLAN_LEN, last_len, now)
+                    if reply is not None:
+                        self._write_reply(reply)
+                continue
+            for g in range(count):
+                self.vtep.c_header(base + g * stride)
+            self.tx_used += (count - 1) * stride + VXLAN_LEN + last_len
+            for d in range(k):
+                first = 0
+                while first < count:
+                    if self.gso and count > 1:
+                        last = first + MAX_GSO_SEGMENTS
+                        if last > first + MAX_GSO_BYTES // stride:
+                            last = first + MAX_GSO_BYTES // stride
+                        if last > count:
+                            last = count
+                    else:
+                        last = first + 1
+                    segs = last - first
+                    size = (segs - 1) * stride + (VXLAN_LEN + (last_len if last == count else seg_len))
+                    self._queue(base + first * stride, size, self.dsts[d], stride if segs > 1 else 0, segs)
+                    first = last
+            moved += count
+        self._flush()
+        return moved
+
+    cdef int _ensure_dsts(self) except -1:
+        cdef int peers = self.vtep.c_peer_count()
+        cdef uint32_t* grown
+        if peers + 1 > self.dst_cap:
+            grown = <uint32_t*>calloc(peers + 64, sizeof(uint32_t))
+            if grown == NULL:
+                raise MemoryError()
+            free(self.dsts)
+            self.dsts = grown
+            self.dst_cap = peers + 64
+        return 0
+
+    cdef void _queue(self, uint8_t* data, Py_ssize_t size, uint32_t dst, Py_ssize_t gso_size,
+                     int segs) noexcept:
+        cdef mmsghdr* m
+        cdef cmsghdr* c
+        if self.tx_n == TX_MESSAGES:
+            self._send_queued()
+        m = &self.tx_msgs[self.tx_n]
+        self.tx_iov[self.tx_n].iov_base = data
+        self.tx_iov[self.tx_n].iov_len = size
+        self.tx_addr[self.tx_n].sin_family = AF_INET
+        self.tx_addr[self.tx_n].sin_port = htons(<uint16_t>self.port)
+        self.tx_addr[self.tx_n].sin_addr.s_addr = htonl(dst)
+        if gso_size:
+            m.msg_hdr.msg_control = self.tx_ctrl + self.tx_n * CTRL_SPACE
+            m.msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+            c = CMSG_FIRSTHDR(&m.msg_hdr)
+            c.cmsg_level = SOL_UDP
+            c.cmsg_type = UDP_SEGMENT
+            c.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+            st16n(<uint8_t*>CMSG_DATA(c), <uint32_t>gso_size)
+        else:
+            m.msg_hdr.msg_control = NULL
+            m.msg_hdr.msg_controllen = 0
+        self.tx_segs[self.tx_n] = segs
+        self.tx_n += 1
+
+    cdef void _flush(self) noexcept:
+        self._send_queued()
+        self.tx_used = 0
+
+    cdef void _send_queued(self) noexcept:
+        """sendmmsg everything queued; on EAGAIN wait (bounded) for room, then drop the rest."""
+        cdef int off = 0, r, err, waits = 0, j
+        cdef pollfd pfd
+        while off < self.tx_n:
+            with nogil:
+                r = sendmmsg(self.udp_fd, self.tx_msgs + off, self.tx_n - off, MSG_DONTWAIT)
+                err = errno
+            self.counts[C_SYS_UDP_SEND] += 1
+            if r > 0:
+                for j in range(off, off + r):
+                    self.counts[C_UDP_TX_DGRAMS] += self.tx_segs[j]
+                    self.counts[C_UDP_TX_BYTES] += self.tx_iov[j].iov_len
+                self.counts[C_UDP_TX_MSGS] += r
+                off += r
+                continue
+            if err == EINTR:
+                continue
+            if err == EAGAIN and waits < 20:
+                waits += 1
+                pfd.fd = self.udp_fd
+                pfd.events = POLLOUT
+                with nogil:
+                    poll(&pfd, 1, 5)
+                continue
+            # The first message failed: drop it, keep the rest.
+            if err == EAGAIN:
+                for j in range(off, self.tx_n):
+                    self.drops[R_UDP_EAGAIN] += self.tx_segs[j]
+                break
+            if err == ENOBUFS:
+                self.drops[R_UDP_ENOBUFS] += self.tx_segs[off]
+            else:
+                self.drops[R_UDP_ERROR] += self.tx_segs[off]
+                if (err == EINVAL or err == EIO) and self.tx_msgs[off].msg_hdr.msg_controllen:
+                    self.gso = False  # the kernel or path refuses UDP GSO: segment ourselves from now
+            off += 1
+        self.tx_n = 0
+
+    cdef int _write_reply(self, object reply) except -1:
+        cdef bytes data = bytes(reply)
+        cdef uint8_t vh[12]
+        cdef iovec iov[2]
+        memset(vh, 0, 12)
+        iov[0].iov_base = vh
+        iov[0].iov_len = self.vnet_hdr_size
+        iov[1].iov_base = PyBytes_AS_STRING(data)
+        iov[1].iov_len = len(data)
+        self._writev(iov, 2, len(data))
+        return 0
+
+    cdef bint _writev(self, iovec* iov, int n, Py_ssize_t frame_len) noexcept:
+        cdef ssize_t r
+        cdef int err
+        while True:
+            with nogil:
+                r = writev(self.tap_fd, iov, n)
+                err = errno
+            self.counts[C_SYS_TAP_WRITE] += 1
+            if r >= 0:
+                self.counts[C_TAP_TX_FRAMES] += 1
+                self.counts[C_TAP_TX_BYTES] += frame_len
+                return True
+            if err == EINTR:
+                continue
+            self.drops[R_TAP_EAGAIN if err == EAGAIN else R_TAP_ERROR] += 1
+            return False
+
+    # -- underlay -> TAP -----------------------------------------------------------------------
+
+    cdef int _from_udp(self) except -1:
+        cdef int rounds = 0, r, i, err, seg, rc
+        cdef int max_rounds = (self.batch + self.rx_batch - 1) // self.rx_batch
+        cdef Py_ssize_t length, start, dlen
+        cdef uint32_t src
+        cdef int moved = 0
+        cdef double now
+        cdef cmsghdr* c
+        cdef uint8_t* data
+        if max_rounds < 1:
+            max_rounds = 1
+        while rounds < max_rounds:
+            rounds += 1
+            for i in range(self.rx_batch):
+                self.rx_iov[i].iov_len = self.rx_size
+                self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+                self.rx_msgs[i].msg_hdr.msg_controllen = CTRL_SPACE
+                self.rx_msgs[i].msg_hdr.msg_flags = 0
+            with nogil:
+                r = recvmmsg(self.udp_fd, self.rx_msgs, self.rx_batch, MSG_DONTWAIT, NULL)
+                err = errno
+            if r <= 0:
+                if r < 0 and err == EINTR:
+                    continue
+                break
+            self.counts[C_SYS_UDP_RECV] += 1
+            now = _time.monotonic()
+            for i in range(r):
+                length = self.rx_msgs[i].msg_len
+                src = ntohl(self.rx_addr[i].sin_addr.s_addr)
+                data = self.rx_buf + i * self.rx_size
+                seg = 0
+                c = CMSG_FIRSTHDR(&self.rx_msgs[i].msg_hdr)
+                while c != NULL:
+                    if c.cmsg_level == SOL_UDP and c.cmsg_type == UDP_GRO:
+                        memcpy(&seg, CMSG_DATA(c), sizeof(int))
+                    c = CMSG_NXTHDR(&self.rx_msgs[i].msg_hdr, c)
+                if seg <= 0:
+                    seg = <int>length
+                start = 0
+                while start < length:
+                    dlen = length - start
+                    if dlen > seg:
+                        dlen = seg
+                    self.counts[C_UDP_RX_DGRAMS] += 1
+                    self.counts[C_UDP_RX_BYTES] += dlen
+                    rc = self.vtep.c_receive(data + start, dlen, src, now)
+                    if rc == 0 and dlen > VXLAN_LEN:
+                        moved += self._deliver(data + start + VXLAN_LEN, dlen - VXLAN_LEN)
+                    else:
+                        self.drops[R_VTEP_RX] += 1
+                    start += dlen
+            self._gro_flush()
+            if r < self.rx_batch:
+                break
+        return moved
+
+    cdef int _deliver(self, const uint8_t* frame, Py_ssize_t n) except -1:
+        """Queue a TCP segment for coalescing, or write the frame alone."""
+        cdef Py_ssize_t l3 = ETH_LEN, ihl, total_len, l4, doff, hlen, payload
+        cdef uint32_t seq, field, seed, total
+        cdef uint8_t tflags
+        cdef int vh_flags
+        if (self.soft_gro and n >= ETH_LEN + 40 and frame[12] == 0x08 and frame[13] == 0
+                and frame[l3] >> 4 == 4 and frame[l3 + 9] == PROTO_TCP):
+            ihl = (frame[l3] & 0x0F) * 4
+            total_len = rd16(frame + l3 + 2)
+            l4 = l3 + ihl
+            if (ihl >= 20 and l3 + total_len <= n and not (frame[l3 + 6] & 0x3F) and not frame[l3 + 7]
+                    and total_len >= ihl + 20):
+                doff = (frame[l4 + 12] >> 4) * 4
+                hlen = l4 + doff
+                payload = l3 + total_len - hlen
+                tflags = frame[l4 + 13]
+                if doff >= 20 and payload > 0 and hlen <= MAX_HEADERS and (tflags & ~0x08) == 0x10:
+                    field = rd16(frame + l4 + 16)
+                    seed = pseudo(frame + l3, False, PROTO_TCP, <uint32_t>(total_len - ihl))
+                    total = fold(<uint64_t>seed + csum(frame + l4, total_len - ihl))
+                    if total == 0xFFFF:
+                        vh_flags = F_DATA_VALID
+                    elif field == seed:
+                        vh_flags = F_NEEDS_CSUM
+                        self.counts[C_CSUM_PASSED] += 1
+                    else:
+                        vh_flags = -1
+                    if vh_flags > 0:
+                        seq = rd32(frame + l4 + 4)
+                        if self.gro_n and self._gro_match(frame, hlen, ihl, seq, payload):
+                            self.gro_iov[self.gro_n + 1].iov_base = <void*>(frame + hlen)
+                            self.gro_iov[self.gro_n + 1].iov_len = payload
+                            self.gro_n += 1
+                            self.gro_total += <uint32_t>payload
+                            self.gro_next_seq = seq + <uint32_t>payload
+                            self.gro_last_flags = tflags
+                            self.gro_open = payload == self.gro_mss and not (tflags & 0x08)
+                        else:
+                            self._gro_flush()
+                            self.gro_first = frame
+                            self.gro_first_len = l3 + total_len
+                            self.gro_first_vh = vh_flags
+                            self.gro_hlen = <int>hlen
+                            self.gro_ihl = <int>ihl
+                            self.gro_mss = <uint32_t>payload
+                            self.gro_total = <uint32_t>payload
+                            self.gro_next_seq = seq + <uint32_t>payload
+                            self.gro_last_flags = tflags
+                            self.gro_open = not (tflags & 0x08)
+                            self.gro_iov[1].iov_base = <void*>(frame + hlen)
+                            self.gro_iov[1].iov_len = payload
+                            self.gro_n = 1
+                        if (not self.gro_open or self.gro_n == GRO_MAX
+                                or self.gro_total + self.gro_mss + (hlen - l3) > 65535):
+                            self._gro_flush()
+                        return 1
+        self._gro_flush()
+        return self._write_single(frame, n)
+
+    cdef bint _gro_match(self, const uint8_t* frame, Py_ssize_t hlen, Py_ssize_t ihl, uint32_t seq,
+                         Py_ssize_t payload) noexcept:
+        cdef const uint8_t* a = self.gro_first
+        cdef Py_ssize_t l4 = ETH_LEN + ihl
+        if not self.gro_open or hlen != self.gro_hlen or ihl != self.gro_ihl:
+            return False
+        if seq != self.gro_next_seq or payload > self.gro_mss:
+            return False
+        # Same Ethernet header, IP version/TOS, flags/TTL/protocol, addresses and options; same TCP
+        # ports, ACK number, data offset, window, urgent pointer and options.
+        if memcmp(a, frame, ETH_LEN + 2) != 0:
+            return False
+        if memcmp(a + ETH_LEN + 6, frame + ETH_LEN + 6, 4) != 0:
+            return False
+        if memcmp(a + ETH_LEN + 12, frame + ETH_LEN + 12, ihl - 12) != 0:
+            return False
+        if memcmp(a + l4, frame + l4, 4) != 0 or memcmp(a + l4 + 8, frame + l4 + 8, 5) != 0:
+            return False
+        if memcmp(a + l4 + 14, frame + l4 + 14, 2) != 0:
+            return False
+        return memcmp(a + l4 + 18, frame + l4 + 18, hlen - l4 - 18) == 0
+
+    cdef void _gro_flush(self) noexcept:
+        cdef int n = self.gro_n
+        cdef int hdr = self.vnet_hdr_size
+        cdef uint8_t* h = self.gro_head
+        cdef uint8_t* ip
+        cdef Py_ssize_t l4
+        cdef uint32_t l4_total
+        if n == 0:
+            return
+        self.gro_n = 0
+        self.gro_hist[n] += 1
+        if n == 1:
+            memset(h, 0, hdr)
+            h[0] = <uint8_t>self.gro_first_vh
+            if self.gro_first_vh == F_NEEDS_CSUM:
+                st16n(h + 6, ETH_LEN + self.gro_ihl)
+                st16n(h + 8, 16)
+            self.gro_iov[0].iov_base = h
+            self.gro_iov[0].iov_len = hdr
+            self.gro_iov[1].iov_base = <void*>self.gro_first
+            self.gro_iov[1].iov_len = self.gro_first_len
+            self._writev(self.gro_iov, 2, self.gro_first_len)
+            return
+        # One TCPV4 super-frame: the first segment's headers with the total length, and the TCP
+        # checksum field holding the pseudo-header seed for the kernel to finish (NEEDS_CSUM).
+        self.counts[C_GRO_SEGMENTS] += n
+        memset(h, 0, hdr)
+        h[0] = F_NEEDS_CSUM
+        h[1] = GSO_TCPV4
+        st16n(h + 2, self.gro_hlen)
+        st16n(h + 4, self.gro_mss)
+        st16n(h + 6, ETH_LEN + self.gro_ihl)
+        st16n(h + 8, 16)
+        memcpy(h + hdr, self.gro_first, self.gro_hlen)
+        ip = h + hdr + ETH_LEN
+        l4 = self.gro_ihl
+        l4_total = <uint32_t>(self.gro_hlen - ETH_LEN - self.gro_ihl) + self.gro_total
+        wr16(ip + 2, <uint32_t>self.gro_ihl + l4_total)
+        wr16(ip + 10, 0)
+        wr16(ip + 10, ~csum(ip, self.gro_ihl) & 0xFFFF)
+        ip[l4 + 13] = self.gro_last_flags
+        wr16(ip + l4 + 16, pseudo(ip, False, PROTO_TCP, l4_total))
+        self.gro_iov[0].iov_base = h
+        self.gro_iov[0].iov_len = hdr + self.gro_hlen
+        self._writev(self.gro_iov, n + 1, self.gro_hlen + self.gro_total)
+
+    cdef int _write_single(self, const uint8_t* frame, Py_ssize_t n) except -1:
+        cdef uint8_t vh[12]
+        cdef iovec iov[2]
+        memset(vh, 0, 12)
+        if deliver_flags(frame, n, vh) == F_NEEDS_CSUM:
+            self.counts[C_CSUM_PASSED] += 1
+        iov[0].iov_base = vh
+        iov[0].iov_len = self.vnet_hdr_size
+        iov[1].iov_base = <void*>frame
+        iov[1].iov_len = n
+        return 1 if self._writev(iov, 2, n) else 0
+
+
+def _probe(sock, int option):
+    try:
+        sock.getsockopt(SOL_UDP, option)
+    except OSError:
+        return False
+    return True

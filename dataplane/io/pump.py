@@ -1,0 +1,539 @@
+"""The data-path pump: TAP <-> VTEP <-> underlay UDP (pure-Python twin of ``_pump.pyx``).
+
+Theory of operation. One epoll waits on the TAP and the UDP socket; each round drains up to
+``batch`` reads from each side.
+
+* **TAP -> underlay.** A frame read from the TAP starts with a virtio-net header
+  (``dataplane.wire.vnet``). A GSO super-frame (TCP over IPv4/IPv6, or UDP with USO) is cut into
+  ``gso_size`` payload segments, each with its own IP total length/ID/header checksum, TCP sequence
+  number and flags (FIN/PSH on the last only, CWR on the first only) and a complete TCP/UDP
+  checksum: software TSO/USO (:func:`segment`). A plain frame with ``NEEDS_CSUM`` gets its checksum
+  finished. The VTEP says where each inner frame goes; the VXLAN payload of all segments of one
+  super-frame to one peer goes out in one ``sendmsg`` with a ``UDP_SEGMENT`` cmsg when the socket
+  has UDP GSO (the kernel cuts it into separate datagrams), else one ``sendto`` per datagram.
+* **underlay -> TAP.** ``recvmsg`` returns one datagram, or with ``UDP_GRO`` a buffer of several
+  cut at the ``gso_size`` given in a cmsg. Each datagram goes through the VTEP; a delivered inner
+  frame is written to the TAP behind the vnet header :func:`deliver_header` chooses: a TCP/UDP
+  checksum left as the pseudo-header seed by a kernel VXLAN sender over veth (``spec/dataplane.md``
+  §5.3) is passed on as ``NEEDS_CSUM`` for the kernel to finish; one that verifies is marked
+  ``DATA_VALID``.
+
+Bad frames are counted by reason and dropped; nothing raises out of :meth:`Pump.run_once` except a
+dead descriptor. The compiled twin moves the same frames with ``recvmmsg``/``sendmmsg`` batches and
+coalesces TCP segments into GSO super-frames for the TAP (software GRO).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from dataplane.wire.errors import MalformedPacket
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Pump",
+    "deliver_header",
+    "finish_checksum",
+    "segment",
+]
+
+IMPLEMENTATION = "python"
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+
+VNET_F_NEEDS_CSUM = 1
+VNET_F_DATA_VALID = 2
+_KNOWN_FLAGS = 7
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+
+ETH_LEN = 14
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+TCP = 6
+UDP = 17
+TCP_FIN = 0x01
+TCP_PSH = 0x08
+TCP_CWR = 0x80
+
+MAX_HEADERS = 256  # Ethernet + IP (+ extension headers) + L4 header of a GSO frame
+MAX_SEGMENTS = 256  # segments per super-frame (64 KiB at gso_size 256)
+MAX_GSO_BYTES = 65000  # one UDP_SEGMENT send: IPv4 total length 65535 less headers, with margin
+MAX_GSO_SEGMENTS = 64  # UDP_MAX_SEGMENTS is 64 before Linux 6.3 (128 after)
+
+_VNET10 = struct.Struct("=BBHHHH")
+_VNET12 = struct.Struct("=BBHHHHH")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+def _vnet_struct(size: int) -> struct.Struct:
+    if size == 10:
+        return _VNET10
+    if size == 12:
+        return _VNET12
+    raise ValueError(f"vnet_hdr_size must be 10 or 12, not {size}")
+
+
+def _fold(total: int) -> int:
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _sum(data: bytes | bytearray | memoryview) -> int:
+    """Folded RFC 1071 sum (not complemented); an odd last byte is padded with zero."""
+    raw = bytes(data)
+    if len(raw) & 1:
+        raw += b"\x00"
+    number = int.from_bytes(raw, "big")
+    if not number:
+        return 0
+    folded = number % 0xFFFF
+    return folded if folded else 0xFFFF
+
+
+def _pseudo(frame: bytes | bytearray, l3: int, v6: bool, proto: int, length: int) -> int:
+    if v6:
+        total = _sum(frame[l3 + 8 : l3 + 40]) + (length >> 16) + (length & 0xFFFF) + proto
+    else:
+        total = _sum(frame[l3 + 12 : l3 + 20]) + proto + length
+    return _fold(total)
+
+
+def finish_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
+    """Complete a partial checksum in place, as the kernel's ``skb_checksum_help`` does (0 -> 0xFFFF)."""
+    where = csum_start + csum_offset
+    if csum_start >= len(frame):
+        raise MalformedPacket("vnet.csum_start", f"{csum_start} outside frame of {len(frame)}")
+    if where + 2 > len(frame):
+        raise MalformedPacket("vnet.csum_offset", f"field at {where} outside frame of {len(frame)}")
+    value = ~_sum(frame[csum_start:]) & 0xFFFF
+    frame[where : where + 2] = _U16.pack(value or 0xFFFF)
+
+
+def segment(data: bytes | bytearray, vnet_hdr_size: int = 10) -> list[bytes]:
+    """The wire-ready inner frames of one TAP read (vnet header + frame).
+
+    A GSO super-frame yields its segments (software TSO/USO), anything else one frame; every
+    partial checksum is finished. Raises :class:`MalformedPacket` naming the bad field.
+    """
+    fmt = _vnet_struct(vnet_hdr_size)
+    if len(data) < vnet_hdr_size:
+        raise MalformedPacket("vnet.header", f"{len(data)} bytes")
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = fmt.unpack_from(data)[:6]
+    frame = bytearray(data[vnet_hdr_size:])
+    n = len(frame)
+    if flags & ~_KNOWN_FLAGS:
+        raise MalformedPacket("vnet.flags", f"unknown flag bits 0x{flags:02x}")
+    if n < ETH_LEN:
+        raise MalformedPacket("ethernet", f"frame of {n} bytes")
+    kind = gso_type & ~GSO_ECN
+    if kind == GSO_NONE:
+        if flags & VNET_F_NEEDS_CSUM:
+            finish_checksum(frame, csum_start, csum_offset)
+        return [bytes(frame)]
+    if kind not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):
+        raise MalformedPacket("vnet.gso_type", f"unsupported GSO type 0x{gso_type:02x}")
+    if not flags & VNET_F_NEEDS_CSUM:
+        raise MalformedPacket("vnet.flags", "a GSO frame without NEEDS_CSUM")
+    if gso_size == 0:
+        raise MalformedPacket("vnet.gso_size", "a GSO frame needs a segment size")
+    ethertype = (frame[12] << 8) | frame[13]
+    l3 = ETH_LEN
+    l4 = csum_start
+    if ethertype == ETH_IPV4 and kind != GSO_TCPV6:
+        v6 = False
+        if n < l3 + 20 or frame[l3] >> 4 != 4:
+            raise MalformedPacket("ipv4.version", "GSO frame without an IPv4 header")
+        if l4 != l3 + (frame[l3] & 0x0F) * 4 or l4 < l3 + 20:
+            raise MalformedPacket("vnet.csum_start", f"{l4} is not the end of the IPv4 header")
+    elif ethertype == ETH_IPV6 and kind != GSO_TCPV4:
+        v6 = True
+        if n < l3 + 40 or frame[l3] >> 4 != 6:
+            raise MalformedPacket("ipv6.version", "GSO frame without an IPv6 header")
+        if l4 < l3 + 40:
+            raise MalformedPacket("vnet.csum_start", f"{l4} inside the IPv6 header")
+    else:
+        raise MalformedPacket("ethernet.type", f"GSO type 0x{gso_type:02x} over EtherType 0x{ethertype:04x}")
+    if kind == GSO_UDP_L4:
+        proto, want_offset, l4_len = UDP, 6, 8
+    else:
+        proto, want_offset = TCP, 16
+        if n < l4 + 20:
+            raise MalformedPacket("tcp.header", "truncated")
+        l4_len = (frame[l4 + 12] >> 4) * 4
+        if l4_len < 20:
+            raise MalformedPacket("tcp.offset", f"data offset {l4_len}")
+    if csum_offset != want_offset:
+        raise MalformedPacket("vnet.csum_offset", f"{csum_offset} for {'TCP' if proto == TCP else 'UDP'}")
+    hlen = l4 + l4_len
+    if hlen > n or hlen > MAX_HEADERS:
+        raise MalformedPacket("vnet.hdr_len", f"headers of {hlen} bytes in a frame of {n}")
+    payload = n - hlen
+    count = max(1, -(-payload // gso_size))
+    if count > MAX_SEGMENTS:
+        raise MalformedPacket("vnet.gso_size", f"{count} segments of {gso_size}")
+    header = bytearray(frame[:hlen])
+    ip_id = 0 if v6 else (header[l3 + 4] << 8) | header[l3 + 5]
+    seq = _U32.unpack_from(header, l4 + 4)[0] if proto == TCP else 0
+    tcp_flags = header[l4 + 13] if proto == TCP else 0
+    out: list[bytes] = []
+    for i in range(count):
+        chunk = frame[hlen + i * gso_size : min(n, hlen + (i + 1) * gso_size)]
+        seg = bytearray(header)
+        l4_total = l4_len + len(chunk)
+        if v6:
+            seg[l3 + 4 : l3 + 6] = _U16.pack(l4 - l3 - 40 + l4_total)
+        else:
+            seg[l3 + 2 : l3 + 4] = _U16.pack(l4 - l3 + l4_total)
+            seg[l3 + 4 : l3 + 6] = _U16.pack((ip_id + i) & 0xFFFF)
+            seg[l3 + 10 : l3 + 12] = b"\x00\x00"
+            seg[l3 + 10 : l3 + 12] = _U16.pack(~_sum(seg[l3:l4]) & 0xFFFF)
+        if proto == TCP:
+            seg[l4 + 4 : l4 + 8] = _U32.pack((seq + i * gso_size) & 0xFFFFFFFF)
+            f = tcp_flags
+            if i != count - 1:
+                f &= ~(TCP_FIN | TCP_PSH)
+            if i:
+                f &= ~TCP_CWR
+            seg[l4 + 13] = f
+        else:
+            seg[l4 + 4 : l4 + 6] = _U16.pack(l4_total)
+        seg[l4 + want_offset : l4 + want_offset + 2] = b"\x00\x00"
+        total = _pseudo(seg, l3, v6, proto, l4_total) + _sum(seg[l4:]) + _sum(chunk)
+        value = ~_fold(total) & 0xFFFF
+        if proto == UDP and value == 0:
+            value = 0xFFFF
+        seg[l4 + want_offset : l4 + want_offset + 2] = _U16.pack(value)
+        seg += chunk
+        out.append(bytes(seg))
+    return out
+
+
+def deliver_header(frame: bytes | bytearray, vnet_hdr_size: int = 10) -> bytes:
+    """The vnet header to write before a decapsulated inner ``frame`` on the TAP.
+
+    IPv4 TCP/UDP (not a fragment, lengths consistent): if the L4 checksum verifies, ``DATA_VALID``
+    (the kernel need not check it again); if it fails and equals the pseudo-header seed (left
+    unfinished by a kernel VXLAN sender over veth, ``spec/dataplane.md`` §5.3), ``NEEDS_CSUM`` with
+    ``csum_start``/``csum_offset`` so the kernel finishes it; a UDP checksum of 0 ("none") and
+    anything else get an all-zero header (other bad checksums are left for the end host to drop).
+    """
+    fmt = _vnet_struct(vnet_hdr_size)
+    zero = bytes(vnet_hdr_size)
+    n = len(frame)
+    if n < ETH_LEN + 20 or frame[12] != 0x08 or frame[13] != 0x00:
+        return zero
+    l3 = ETH_LEN
+    if frame[l3] >> 4 != 4:
+        return zero
+    ihl = (frame[l3] & 0x0F) * 4
+    total_len = (frame[l3 + 2] << 8) | frame[l3 + 3]
+    proto = frame[l3 + 9]
+    if ihl < 20 or total_len < ihl or l3 + total_len > n or (frame[l3 + 6] & 0x3F) or frame[l3 + 7]:
+        return zero
+    l4 = l3 + ihl
+    l4_total = total_len - ihl
+    if proto == TCP:
+        offset = 16
+        if l4_total < 20:
+            return zero
+    elif proto == UDP:
+        offset = 6
+        if l4_total < 8:
+            return zero
+    else:
+        return zero
+    field = (frame[l4 + offset] << 8) | frame[l4 + offset + 1]
+    if proto == UDP and field == 0:
+        return zero
+    seed = _pseudo(frame, l3, False, proto, l4_total)
+    total = _fold(seed + _sum(frame[l4 : l4 + l4_total]))
+    if total == 0xFFFF:
+        flags, start, off = VNET_F_DATA_VALID, 0, 0
+    elif field == seed:
+        flags, start, off = VNET_F_NEEDS_CSUM, l4, offset
+    else:
+        return zero
+    values: tuple[int, ...] = (flags, 0, 0, 0, start, off)
+    if vnet_hdr_size == 12:
+        values += (0,)
+    return fmt.pack(*values)
+
+
+class _Transmit(Protocol):
+    payload: bytes
+    destinations: tuple[str, ...]
+    reply: bytes | None
+
+
+class _Vtep(Protocol):
+    port: int
+
+    def receive(self, payload: bytes, src: str, now: float) -> bytes | None: ...
+
+    def send(self, frame: bytes, now: float) -> Any: ...
+
+
+class Pump:
+    """Moves frames between a TAP descriptor and the underlay UDP socket through ``vtep``.
+
+    ``gso``: True/False, or None for "if the socket supports UDP_SEGMENT". The pump does not own
+    the descriptors; :meth:`close` releases only its epoll.
+    """
+
+    def __init__(
+        self,
+        tap_fd: int,
+        udp_sock: socket.socket,
+        vtep: Any,
+        *,
+        vnet_hdr_size: int = 10,
+        gso: bool | None = None,
+        batch: int = 64,
+        port: int | None = None,
+    ) -> None:
+        _vnet_struct(vnet_hdr_size)
+        if not 1 <= batch <= 1024:
+            raise ValueError(f"batch must be 1..1024, not {batch}")
+        self.tap_fd = tap_fd
+        self.sock = udp_sock
+        self.vtep = vtep
+        self.vnet_hdr_size = vnet_hdr_size
+        self.batch = batch
+        self.port = port if port is not None else int(getattr(vtep, "port", 4789))
+        self.gso = _probe_gso(udp_sock) if gso is None else bool(gso)
+        self.gro = _gro_enabled(udp_sock)
+        self._cmsg_space = socket.CMSG_SPACE(4)
+        self._rx_size = 65536 if self.gro else 16384
+        self._counts: Counter[str] = Counter()
+        self._drops: Counter[str] = Counter()
+        self._epoll = select.epoll()
+        self._epoll.register(tap_fd, select.EPOLLIN)
+        self._epoll.register(udp_sock.fileno(), select.EPOLLIN)
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._epoll.close()
+
+    def __enter__(self) -> Pump:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- public loop ---------------------------------------------------------------------------
+
+    def run_once(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for either descriptor, then drain both. Returns frames moved."""
+        try:
+            events = self._epoll.poll(timeout)
+        except InterruptedError:
+            return 0
+        self._counts["epoll_waits"] += 1
+        moved = 0
+        for fd, _mask in events:
+            if fd == self.tap_fd:
+                moved += self._from_tap()
+            else:
+                moved += self._from_udp()
+        return moved
+
+    def run(self, stop: threading.Event, timeout: float = 0.05) -> None:
+        while not stop.is_set():
+            self.run_once(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        c = self._counts
+        result: dict[str, Any] = {
+            "implementation": IMPLEMENTATION,
+            "gso": self.gso,
+            "gro": self.gro,
+            "tap_rx_frames": c["tap_rx_frames"],
+            "tap_rx_bytes": c["tap_rx_bytes"],
+            "tap_rx_gso_frames": c["tap_rx_gso_frames"],
+            "tso_segments": c["tso_segments"],
+            "udp_tx_datagrams": c["udp_tx_datagrams"],
+            "udp_tx_bytes": c["udp_tx_bytes"],
+            "udp_rx_datagrams": c["udp_rx_datagrams"],
+            "udp_rx_bytes": c["udp_rx_bytes"],
+            "tap_tx_frames": c["tap_tx_frames"],
+            "tap_tx_bytes": c["tap_tx_bytes"],
+            "gro_segments": c["gro_segments"],
+            "checksums_passed_on": c["checksums_passed_on"],
+            "epoll_waits": c["epoll_waits"],
+            "syscalls": {
+                "tap_read": c["sys_tap_read"],
+                "tap_write": c["sys_tap_write"],
+                "udp_send": c["sys_udp_send"],
+                "udp_recv": c["sys_udp_recv"],
+            },
+            "drops": dict(self._drops),
+        }
+        result["batch_avg"] = {
+            "udp_tx": c["udp_tx_datagrams"] / c["sys_udp_send"] if c["sys_udp_send"] else 0.0,
+            "udp_rx": c["udp_rx_datagrams"] / c["sys_udp_recv"] if c["sys_udp_recv"] else 0.0,
+            "tap_rx_segments": c["tso_segments"] / c["tap_rx_frames"] if c["tap_rx_frames"] else 0.0,
+        }
+        return result
+
+    # -- TAP -> underlay -----------------------------------------------------------------------
+
+    def _from_tap(self) -> int:
+        moved = 0
+        for _ in range(self.batch):
+            try:
+                data = os.read(self.tap_fd, 65536 + self.vnet_hdr_size)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            self._counts["sys_tap_read"] += 1
+            self._counts["tap_rx_frames"] += 1
+            self._counts["tap_rx_bytes"] += len(data) - self.vnet_hdr_size
+            try:
+                frames = segment(data, self.vnet_hdr_size)
+            except MalformedPacket as exc:
+                self._drops[exc.field] += 1
+                continue
+            if len(frames) > 1 or data[1] & ~GSO_ECN:
+                self._counts["tap_rx_gso_frames"] += 1
+            self._counts["tso_segments"] += len(frames)
+            moved += self._transmit(frames)
+        return moved
+
+    def _transmit(self, frames: list[bytes]) -> int:
+        now = time.monotonic()
+        groups: dict[str, list[bytes]] = {}
+        for frame in frames:
+            tx = self.vtep.send(frame, now)
+            if tx.reply:
+                self._write_tap(bytes(self.vnet_hdr_size) + tx.reply)
+            if not tx.destinations:
+                self._drops["vtep_tx"] += 1
+                continue
+            for dst in tx.destinations:
+                groups.setdefault(dst, []).append(tx.payload)
+        sent = 0
+        for dst, payloads in groups.items():
+            sent += self._send_group(dst, payloads)
+        return sent
+
+    def _send_group(self, dst: str, payloads: list[bytes]) -> int:
+        address = (dst, self.port)
+        size = len(payloads[0])
+        sent = 0
+        i = 0
+        while i < len(payloads):
+            # One UDP_SEGMENT send for a run of equal sizes (the last may be shorter).
+            j = i + 1
+            if self.gso:
+                while (
+                    j < len(payloads)
+                    and j - i < MAX_GSO_SEGMENTS
+                    and (j - i + 1) * size <= MAX_GSO_BYTES
+                    and len(payloads[j - 1]) == size
+                    and len(payloads[j]) <= size
+                ):
+                    j += 1
+            run = payloads[i:j]
+            try:
+                if len(run) > 1:
+                    self.sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, address)
+                else:
+                    self.sock.sendto(run[0], address)
+            except BlockingIOError:
+                self._drops["udp_send_eagain"] += len(run)
+            except OSError as exc:
+                self._drops["udp_send_enobufs" if exc.errno == errno.ENOBUFS else "udp_send_error"] += len(
+                    run
+                )
+                if len(run) > 1 and exc.errno in (errno.EINVAL, errno.EIO):
+                    self.gso = False
+            else:
+                self._counts["udp_tx_datagrams"] += len(run)
+                self._counts["udp_tx_bytes"] += sum(len(p) for p in run)
+                sent += len(run)
+            self._counts["sys_udp_send"] += 1
+            i = j
+            if i < len(payloads):
+                size = len(payloads[i])
+        return sent
+
+    # -- underlay -> TAP -----------------------------------------------------------------------
+
+    def _from_udp(self) -> int:
+        moved = 0
+        for _ in range(self.batch):
+            try:
+                data, ancdata, _flags, addr = self.sock.recvmsg(self._rx_size, self._cmsg_space)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            self._counts["sys_udp_recv"] += 1
+            step = len(data)
+            for level, kind, value in ancdata:
+                if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                    step = struct.unpack("=i", value[:4])[0] or len(data)
+            now = time.monotonic()
+            for start in range(0, len(data), max(step, 1)):
+                moved += self._deliver(data[start : start + step], addr[0], now)
+        return moved
+
+    def _deliver(self, payload: bytes, src: str, now: float) -> int:
+        self._counts["udp_rx_datagrams"] += 1
+        self._counts["udp_rx_bytes"] += len(payload)
+        frame = self.vtep.receive(payload, src, now)
+        if frame is None:
+            self._drops["vtep_rx"] += 1
+            return 0
+        header = deliver_header(frame, self.vnet_hdr_size)
+        if header[0] & VNET_F_NEEDS_CSUM:
+            self._counts["checksums_passed_on"] += 1
+        return self._write_tap(header + frame)
+
+    def _write_tap(self, data: bytes) -> int:
+        self._counts["sys_tap_write"] += 1
+        try:
+            os.write(self.tap_fd, data)
+        except BlockingIOError:
+            self._drops["tap_write_eagain"] += 1
+            return 0
+        except OSError:
+            self._drops["tap_write_error"] += 1
+            return 0
+        self._counts["tap_tx_frames"] += 1
+        self._counts["tap_tx_bytes"] += len(data) - self.vnet_hdr_size
+        return 1
+
+
+def _probe_gso(sock: socket.socket) -> bool:
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _gro_enabled(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.getsockopt(SOL_UDP, UDP_GRO))
+    except OSError:
+        return False

@@ -1,0 +1,172 @@
+"""The pump without privileges: decap headers, malformed input counted and dropped, never raised.
+
+The TAP is stood in for by a datagram socketpair (one frame per read, as a TAP gives); the underlay
+socket is real UDP on loopback. The VTEP has no peers, so nothing leaves the host. The full path
+(TAP, veth, two pumps, TCP) is in ``tests/net/test_io_tap.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataplane.io import compiled_pump, load_pump
+from dataplane.io import pump as pure_pump
+from dataplane.overlay import _select as vtep_select
+from tests.conftest import require
+from tests.unit.io.conftest import partial, pump_modules, tcp4, udp4, vnet
+
+NEEDS_CSUM, DATA_VALID = 1, 2
+
+
+def make_vtep(module: ModuleType) -> Any:
+    if module is pure_pump:
+        return vtep_select.pure("vtep").Vtep(4242, "192.0.2.1")
+    compiled = vtep_select.compiled("vtep")
+    require(compiled is not None, "dataplane.overlay._vtep is not built")
+    assert compiled is not None
+    return compiled.Vtep(4242, "192.0.2.1")
+
+
+@pytest.fixture
+def rig(impl: ModuleType) -> Iterator[tuple[Any, socket.socket, socket.socket]]:
+    tap_side, pump_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pump_side.setblocking(False)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.setblocking(False)
+    pump = impl.Pump(pump_side.fileno(), udp, make_vtep(impl), batch=8)
+    try:
+        yield pump, tap_side, udp
+    finally:
+        pump.close()
+        for sock in (tap_side, pump_side, udp):
+            sock.close()
+
+
+def drain(pump: Any, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        if not pump.run_once(0.01) and not pump.run_once(0.0):
+            break
+
+
+def test_deliver_header_marks_verified_and_seeded(impl: ModuleType) -> None:
+    good = bytes(tcp4(b"payload"))
+    assert impl.deliver_header(good)[0] == DATA_VALID
+    seeded, start, offset = partial(tcp4(b"payload"))
+    header = impl.deliver_header(seeded, 12)
+    assert len(header) == 12
+    assert header == vnet(NEEDS_CSUM, 0, 0, 0, start, offset, 12)
+    broken = bytearray(good)
+    broken[-1] ^= 0xFF  # bad, and not the seed: left for the end host to drop
+    assert impl.deliver_header(bytes(broken)) == bytes(10)
+    no_checksum = bytearray(bytes(udp4(b"x")))
+    no_checksum[40:42] = b"\x00\x00"
+    assert impl.deliver_header(bytes(no_checksum)) == bytes(10)
+    assert impl.deliver_header(b"") == bytes(10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 3))
+def test_twins_choose_the_same_deliver_header(tail: bytes, which: int) -> None:
+    modules = pump_modules()
+    require(len(modules) == 2, "dataplane.io._pump is not built")
+    base = [bytes(tcp4(tail)), bytes(partial(tcp4(tail))[0]), bytes(udp4(tail)), tail][which]
+    assert modules[0].deliver_header(base) == modules[1].deliver_header(base)
+
+
+def test_malformed_tap_frames_are_counted_not_raised(rig: tuple[Any, socket.socket, socket.socket]) -> None:
+    pump, tap, _ = rig
+    bad = [
+        b"\x00\x01",
+        vnet(flags=0x40) + bytes(tcp4(b"x")),
+        vnet(NEEDS_CSUM, 9, 0, 100, 34, 16) + bytes(tcp4(b"x")),
+    ]
+    for frame in bad:
+        tap.send(frame)
+    tap.send(vnet() + bytes(tcp4(b"fine but no peers")))
+    drain(pump)
+    stats = pump.stats()
+    assert stats["tap_rx_frames"] == 4
+    assert stats["drops"] == {"vnet.header": 1, "vnet.flags": 1, "vnet.gso_type": 1, "vtep_tx": 1}
+    assert stats["udp_tx_datagrams"] == 0
+
+
+def test_underlay_garbage_is_dropped_by_the_vtep(rig: tuple[Any, socket.socket, socket.socket]) -> None:
+    pump, tap, udp = rig
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for payload in (
+            b"",
+            b"\x08",
+            os.urandom(100),
+            b"\x08\x00\x00\x00\x00\x10\x92\x00" + bytes(tcp4(b"x")),
+        ):
+            sender.sendto(payload, udp.getsockname())
+    drain(pump)
+    stats = pump.stats()
+    assert stats["udp_rx_datagrams"] >= 3
+    assert stats["drops"]["vtep_rx"] == stats["udp_rx_datagrams"]
+    assert stats["tap_tx_frames"] == 0
+    tap.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        tap.recv(100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=120), max_size=6))
+def test_random_tap_input_never_raises(frames: list[bytes]) -> None:
+    for module in pump_modules():
+        tap_side, pump_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        pump_side.setblocking(False)
+        udp.setblocking(False)
+        pump = module.Pump(pump_side.fileno(), udp, make_vtep(module))
+        try:
+            for frame in frames:
+                tap_side.send(frame)
+            drain(pump)
+            stats = pump.stats()
+            assert stats["tap_rx_frames"] == len(frames)
+            assert sum(stats["drops"].values()) >= len(frames) - stats["tso_segments"]
+        finally:
+            pump.close()
+            for sock in (tap_side, pump_side, udp):
+                sock.close()
+
+
+def test_run_stops_on_event(rig: tuple[Any, socket.socket, socket.socket]) -> None:
+    pump, _, _ = rig
+    stop = threading.Event()
+    thread = threading.Thread(target=pump.run, args=(stop,))
+    thread.start()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert pump.stats()["epoll_waits"] >= 0
+
+
+def test_arguments_are_checked(impl: ModuleType) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(ValueError, match="batch"):
+            impl.Pump(0, udp, make_vtep(impl), batch=0)
+        with pytest.raises(ValueError, match="10 or 12"):
+            impl.Pump(0, udp, make_vtep(impl), vnet_hdr_size=8)
+
+
+def test_load_pump_honours_the_environment() -> None:
+    module = load_pump()
+    if os.environ.get("WEBSPACES_NO_EXTENSIONS") == "1":
+        assert module.IMPLEMENTATION == "python"
+    elif compiled_pump() is not None:
+        assert module.IMPLEMENTATION == "cython", "dataplane.io._pump was built but not loaded"
+    for m in pump_modules():
+        assert sorted(m.__all__) == sorted(pure_pump.__all__)
