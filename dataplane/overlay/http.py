@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+GAUGES = ("fdb_size", "fdb_static", "peers")  # VTEP counters that are levels, exported as gauges
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class Status:
     peers: tuple[str, ...]
     fdb_entries: int
     counters: Mapping[str, int] = field(default_factory=dict)  # vtep counters: rx_frames, drop_wrong_vni ...
-    pump: Mapping[str, float] = field(default_factory=dict)  # data-path stats: syscalls, batch sizes ...
+    pump: Mapping[str, Any] = field(default_factory=dict)  # data-path stats, nested mappings allowed
 
     @property
     def healthy(self) -> bool:
@@ -65,6 +66,18 @@ class Status:
             "peers": list(self.peers),
             "learnedMacs": self.fdb_entries,
         }
+
+
+def flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested mappings as ``outer.inner`` names (the pump nests drops by reason)."""
+    flat: dict[str, float] = {}
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
 
 
 class StatusCollector(Collector):
@@ -94,11 +107,14 @@ class StatusCollector(Collector):
         yield drops
         other = CounterMetricFamily("webspaces_overlay_events", "Other VTEP counters", labels=["event"])
         for key, value in sorted(counters.items()):
-            if not key.startswith("drop_") and key not in ("fdb_entries", "peers"):
+            if not key.startswith("drop_") and key not in GAUGES:
                 other.add_metric([key], value)
         yield other
         yield GaugeMetricFamily(
             "webspaces_overlay_fdb_entries", "Learned and static FDB entries", value=status.fdb_entries
+        )
+        yield GaugeMetricFamily(
+            "webspaces_overlay_fdb_static", "Static FDB entries", value=status.counters.get("fdb_static", 0)
         )
         peers = GaugeMetricFamily("webspaces_overlay_peers", "Peers per discovery source", labels=["source"])
         for source in status.sources:
@@ -108,8 +124,8 @@ class StatusCollector(Collector):
             "webspaces_overlay_peers_total", "Distinct peer VTEPs", value=len(status.peers)
         )
         pump = GaugeMetricFamily("webspaces_overlay_datapath", "Data-path statistics", labels=["stat"])
-        for stat, reading in sorted(status.pump.items()):
-            pump.add_metric([stat], float(reading))
+        for stat, reading in sorted(flatten(status.pump).items()):
+            pump.add_metric([stat], reading)
         yield pump
         yield GaugeMetricFamily(
             "webspaces_overlay_healthy", "1 when /health is 2xx", value=int(status.healthy)

@@ -16,7 +16,7 @@ def make_status(device_up: bool = True, synced: bool = True) -> Status:
         peers=("192.0.2.2", "192.0.2.3"),
         fdb_entries=7,
         counters={"rx_frames": 10, "tx_frames": 12, "rx_bytes": 1000, "tx_bytes": 1200, "drop_wrong_vni": 3},
-        pump={"syscalls": 40.0, "rx_batch_mean": 4.5},
+        pump={"syscalls": 40.0, "rx_batch_mean": 4.5, "drops": {"vnet.gso_type": 2}, "mode": "gso"},
     )
 
 
@@ -64,6 +64,8 @@ def test_metrics_in_prometheus_text_format() -> None:
     assert "webspaces_overlay_fdb_entries 7.0" in text
     assert 'webspaces_overlay_peers{source="dns:ws.svc"} 1.0' in text
     assert 'webspaces_overlay_datapath{stat="rx_batch_mean"} 4.5' in text
+    assert 'webspaces_overlay_datapath{stat="drops.vnet.gso_type"} 2.0' in text
+    assert "mode" not in text
     assert "webspaces_overlay_healthy 1.0" in text
 
 

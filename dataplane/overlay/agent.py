@@ -1,0 +1,335 @@
+"""The overlay node agent (``webspaces overlay``): TAP <-> VXLAN on every node of the LAN.
+
+Theory of operation. Start-up opens (or adopts) the persistent TAP and sets its link, binds the
+underlay socket, builds the VTEP and starts the data-path thread; then the peer sources run on
+asyncio and every complete list they publish is applied to the VTEP by difference, on the
+data-path thread (see :mod:`.datapath`). ``/health`` turns 2xx once the device is up and every
+source has been applied. Stopping (SIGTERM/SIGINT) stops the pump and closes our descriptors but
+leaves the TAP, its addresses and its bridge membership in place: a restarted agent adopts it and
+open TCP connections through it survive (kubelan deleted the device, detaching LXD nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from dataplane.io import load_pump
+from dataplane.io.errors import AddressNotAvailable, IoError, PermissionDenied, PortInUse
+from dataplane.io.tap import Tap
+from dataplane.io.udp import open_udp
+
+from . import discovery
+from .config import OverlayConfig
+from .datapath import DatapathThread
+from .http import SourceStatus, Status, create_app
+
+log = logging.getLogger(__name__)
+
+CAP_NET_ADMIN = 12
+EXPIRE_INTERVAL = 1.0
+
+
+class AgentError(Exception):
+    """Start-up failed for a reason the operator can fix; the message says which."""
+
+
+def has_net_admin() -> bool:
+    """CAP_NET_ADMIN in the effective set (root normally has it; a container may not)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def underlay_mtu(local: str) -> int | None:
+    """MTU of the interface holding ``local``; None if no interface holds it."""
+    from pyroute2 import IPRoute  # noqa: PLC0415 - netlink only when the agent starts
+
+    with IPRoute() as ipr:
+        for message in ipr.get_addr(family=2):
+            if message.get_attr("IFA_ADDRESS") == local or message.get_attr("IFA_LOCAL") == local:
+                links = ipr.get_links(message["index"])
+                if links:
+                    mtu = links[0].get_attr("IFLA_MTU")
+                    return int(mtu) if mtu else None
+    return None
+
+
+def link_is_up(name: str) -> bool:
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return False
+        flags = int(ipr.get_links(found[0])[0]["flags"])
+        return bool(flags & 1)  # IFF_UP
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the agent owns SIGTERM/SIGINT and stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Agent:
+    config: OverlayConfig
+    compiled: bool | None = None  # None: whatever load_pump() selects
+    sources: list[discovery.PeerSource] = field(default_factory=list)
+    _tap: Tap | None = None
+    _datapath: DatapathThread | None = None
+    _vtep: Any = None
+    _pump: Any = None
+    _peerset: Any = None
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Everything that can fail with an operator's error, before anything runs."""
+        config = self.config
+        if not has_net_admin():
+            raise AgentError(
+                "permission denied: the overlay agent needs root or CAP_NET_ADMIN (TAP, netlink)"
+            )
+        assert config.local is not None
+        measured = underlay_mtu(config.local)
+        if measured is None:
+            raise AgentError(
+                f"local: {config.local} is not an address of any interface in this network namespace"
+            )
+        mtu = config.underlay_mtu_default(measured)
+        pump_module, vtep_module = self._modules()
+        try:
+            udp = open_udp(config.local, config.port)
+        except PortInUse as exc:
+            raise AgentError(f"port: {exc.message}") from None
+        except AddressNotAvailable as exc:
+            raise AgentError(f"local: {exc.message}") from None
+        try:
+            tap = Tap.open(config.interface, persist=True)
+        except IoError as exc:
+            udp.close()
+            raise AgentError(f"interface: {exc.message}") from None
+        try:
+            tap.configure(
+                mtu=mtu,
+                mac=config.mac,
+                up=True,
+                addresses=[config.address] if config.address else None,
+                bridge=config.bridge,
+            )
+        except IoError as exc:
+            tap.close()
+            udp.close()
+            key = "bridge" if config.bridge and config.bridge in exc.message else "interface"
+            raise AgentError(f"{key}: {exc.message}") from None
+        self._tap = tap
+        self._udp = udp
+        self._mtu = mtu
+        self._vtep = vtep_module.Vtep(
+            config.vni,
+            config.local,
+            port=config.port,
+            mtu=mtu,
+            ageing=config.ageing,
+            peers_only=config.peers_only,
+        )
+        self._pump = pump_module.Pump(
+            tap.fd, udp.sock, self._vtep, vnet_hdr_size=tap.vnet_hdr_size, gso=udp.gso
+        )
+        self._datapath = DatapathThread(self._pump)
+        if not self.sources:
+            try:
+                self.sources = discovery.sources_from_config(config)
+            except discovery.DiscoveryError as exc:
+                self.close()
+                raise AgentError(f"peers: {exc}") from None
+        log.info(
+            "overlay %s up: vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, %s data path",
+            tap.name,
+            config.vni,
+            config.local,
+            udp.port,
+            mtu,
+            ",".join(tap.offload_names) or "none",
+            udp.gso,
+            udp.gro,
+            "compiled" if pump_module.__name__.rpartition(".")[2].startswith("_") else "pure-Python",
+        )
+
+    def _modules(self) -> tuple[Any, Any]:
+        import importlib  # noqa: PLC0415
+
+        if self.compiled is None:
+            pump_module = load_pump()
+            compiled = pump_module.__name__.rpartition(".")[2].startswith("_")
+        else:
+            compiled = self.compiled
+            pump_module = importlib.import_module("dataplane.io._pump" if compiled else "dataplane.io.pump")
+        vtep_module = importlib.import_module(
+            "dataplane.overlay._vtep" if compiled else "dataplane.overlay.vtep"
+        )
+        return pump_module, vtep_module
+
+    def close(self) -> None:
+        if self._datapath is not None:
+            self._datapath.stop()
+        if self._tap is not None:
+            self._tap.close()  # persistent: the device, its addresses and bridge port stay
+        if getattr(self, "_udp", None) is not None:
+            self._udp.close()
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        assert self._datapath is not None and self._tap is not None
+
+        def snapshot() -> tuple[tuple[str, ...], int, dict[str, int], dict[str, float]]:
+            return (
+                tuple(self._vtep.peers),
+                int(self._vtep.counters()["fdb_size"]),
+                dict(self._vtep.counters()),
+                dict(self._pump.stats()),
+            )
+
+        peers, fdb, counters, pump = await self._datapath.call(snapshot)
+        up = await asyncio.to_thread(link_is_up, self._tap.name)
+        return Status(
+            device=self._tap.name,
+            device_up=up and self._datapath.alive,
+            sources=tuple(self._peerset_status()),
+            peers=peers,
+            fdb_entries=fdb,
+            counters=counters,
+            pump=pump,
+        )
+
+    def _peerset_status(self) -> list[SourceStatus]:
+        if self._peerset is None:
+            return []
+        return [
+            SourceStatus(s.name, s.synced, s.peers, s.last_sync, s.error)
+            for s in self._peerset.health().sources
+        ]
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        assert self._datapath is not None and self._tap is not None
+        config = self.config
+        self._datapath.start()
+        await self._run_hook(config.hook_up, {"IFACE": self._tap.name})
+        datapath = self._datapath
+        self._peerset = discovery.PeerSet(
+            self.sources,
+            apply=lambda source, peers: datapath.call(lambda: self._vtep.set_peers(source, peers)),
+            on_change=self._on_change,
+            hook=config.hook_change,
+            interface=self._tap.name,
+        )
+        tasks = [asyncio.create_task(self._peerset.run(), name="discovery")]
+        tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
+        server: _QuietServer | None = None
+        if config.health:
+            host, _, port = config.health.rpartition(":")
+            app = create_app(self.status, config.kubelan_view)
+            server = _QuietServer(
+                uvicorn.Config(
+                    app, host=host, port=int(port), log_level="warning", lifespan="off", access_log=False
+                )
+            )
+            tasks.append(asyncio.create_task(server.serve(), name="health"))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {stopper, *tasks}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopper in done:
+                    return 0
+                if self._datapath.error is not None:
+                    log.error("data path failed: %s", self._datapath.error)
+                    return 1
+                for task in done:
+                    if task.exception() is not None:
+                        log.error("%s failed: %s", task.get_name(), task.exception())
+                        return 1
+                    if task.get_name() == "health" and server is not None and not server.started:
+                        log.error("health: cannot listen on %s", config.health)
+                        return 1
+        finally:
+            if server is not None:
+                server.should_exit = True
+            for task in (*tasks, stopper):
+                task.cancel()
+            for task in (*tasks, stopper):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _expire_loop(self) -> None:
+        assert self._datapath is not None
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            await self._datapath.call(lambda: self._vtep.expire(time.monotonic()))
+
+    async def _on_change(self, source: str, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
+        log.info("peers from %s: +%s -%s", source, ",".join(added) or "none", ",".join(removed) or "none")
+
+    async def _run_hook(self, argv: tuple[str, ...], env: Mapping[str, str]) -> None:
+        """Run a kubelan-style hook; failures are logged, never fatal (kubelan parity)."""
+        if not argv:
+            return
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+            if process.returncode:
+                log.warning(
+                    "hook %s exited %s: %s", argv[0], process.returncode, err.decode(errors="replace").strip()
+                )
+        except (OSError, TimeoutError) as exc:
+            log.warning("hook %s failed: %s", argv[0], exc)
+
+
+def main(config: OverlayConfig, *, compiled: bool | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT; the exit status for the command line."""
+    agent = Agent(config, compiled=compiled)
+    try:
+        agent.open()
+    except AgentError:
+        agent.close()
+        raise
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await agent.run(stop)
+
+    try:
+        return asyncio.run(serve())
+    finally:
+        agent.close()
+
+
+__all__ = ["Agent", "AgentError", "PermissionDenied", "main"]
