@@ -9,27 +9,19 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 
-from .errors import IoError as IoError
+from dataplane.wire import _select
+from dataplane.wire._select import EXTENSIONS_DISABLED as EXTENSIONS_DISABLED
 
-EXTENSIONS_DISABLED = os.environ.get("WEBSPACES_NO_EXTENSIONS") == "1"
+from .errors import IoError as IoError
 
 
 def compiled_pump() -> ModuleType | None:
     """The compiled pump ``dataplane.io._pump``, or None when it was not built."""
-    try:
-        return importlib.import_module("dataplane.io._pump")
-    except ImportError:
-        return None
+    return _select.compiled("pump", "dataplane.io")
 
 
 def load_pump() -> ModuleType:
     """The pump module this process should use (compiled unless disabled or absent)."""
-    if not EXTENSIONS_DISABLED:
-        module = compiled_pump()
-        if module is not None:
-            return module
-    return importlib.import_module("dataplane.io.pump")
+    return _select.load("pump", "dataplane.io")

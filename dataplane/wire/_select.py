@@ -1,6 +1,9 @@
-"""Pick the compiled twin of a wire module unless extensions are disabled or absent.
+"""Pick the compiled twin of a module unless extensions are disabled or absent.
 
-``WEBSPACES_NO_EXTENSIONS=1`` forces the pure-Python twins (as ``setup.py`` does at build time).
+Every hand-written or compiled module ``pkg._name`` has a pure-Python twin ``pkg.name`` with the
+same API. ``WEBSPACES_NO_EXTENSIONS=1`` forces the pure-Python twins (as ``setup.py`` does at build
+time). The other engine packages (``dataplane.overlay``, ``dataplane.io``) select through this
+module too, with their own ``package``; it imports nothing of the project itself.
 """
 
 from __future__ import annotations
@@ -10,24 +13,29 @@ import os
 from types import ModuleType
 
 EXTENSIONS_DISABLED = os.environ.get("WEBSPACES_NO_EXTENSIONS") == "1"
+WIRE = "dataplane.wire"
 
 
-def compiled(name: str) -> ModuleType | None:
-    """The compiled twin of ``dataplane.wire.<name>``, or None when it was not built."""
+def compiled(name: str, package: str = WIRE) -> ModuleType | None:
+    """The compiled twin ``<package>._<name>``, or None when it was not built."""
     try:
-        return importlib.import_module(f"dataplane.wire._{name}")
+        return importlib.import_module(f"{package}._{name}")
     except ImportError:
         return None
 
 
-def load(name: str) -> ModuleType:
-    """The implementation of ``dataplane.wire.<name>`` that this process should use."""
+def pure(name: str, package: str = WIRE) -> ModuleType:
+    return importlib.import_module(f"{package}.{name}")
+
+
+def load(name: str, package: str = WIRE) -> ModuleType:
+    """The implementation of ``<package>.<name>`` that this process should use."""
     if not EXTENSIONS_DISABLED:
-        module = compiled(name)
+        module = compiled(name, package)
         if module is not None:
             return module
-    return importlib.import_module(f"dataplane.wire.{name}")
+    return pure(name, package)
 
 
-def pure(name: str) -> ModuleType:
-    return importlib.import_module(f"dataplane.wire.{name}")
+def is_compiled(module: ModuleType) -> bool:
+    return module.__name__.rpartition(".")[2].startswith("_")

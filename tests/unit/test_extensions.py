@@ -51,6 +51,33 @@ def test_selected_implementation_matches_build(name: str) -> None:
     assert report[name] == "cython", f"{built} was built but the pure-Python twin was loaded"
 
 
+# Hand-written twins outside dataplane.wire: (package, module name, the selector the product uses).
+ENGINE_TWINS = [("dataplane.overlay", "vtep"), ("dataplane.io", "pump")]
+
+
+def selected(package: str) -> str:
+    if package == "dataplane.overlay":
+        from dataplane import overlay  # noqa: PLC0415 - imported per case, for its selection
+
+        return "cython" if overlay.implementation() == "cython" else "python"
+    from dataplane import io  # noqa: PLC0415
+
+    return "cython" if _select.is_compiled(io.load_pump()) else "python"
+
+
+@pytest.mark.parametrize(("package", "name"), ENGINE_TWINS)
+def test_engine_twin_selection_matches_build(package: str, name: str) -> None:
+    built = _select.compiled(name, package) is not None
+    if _select.EXTENSIONS_DISABLED:
+        assert selected(package) == "python"
+        return
+    if IN_CI:
+        assert built, f"{package}._{name} was not built"
+    else:
+        require(built, f"{package}._{name} is not built")
+    assert selected(package) == "cython", f"{package}._{name} was built but the pure twin was loaded"
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_twins_share_one_public_api(name: str) -> None:
     pure = _select.pure(name)
