@@ -36,8 +36,10 @@ from .errors import MalformedPacket
 COMPILED = __name__.rpartition(".")[2].startswith("_")
 if TYPE_CHECKING or not COMPILED:
     from .buffer import Buffer
+    from .dns import _label, read_dns_name
 else:
     from ._buffer import Buffer
+    from ._dns import _label, read_dns_name
 
 __all__ = [
     "BOOTREPLY",
@@ -632,16 +634,6 @@ class ClientFqdn:
         return bool(self.flags & FQDN_E)
 
 
-def _label(raw: bytes, field: str) -> str:
-    try:
-        text = bytes(raw).decode("ascii")
-    except UnicodeDecodeError:
-        raise MalformedPacket(field, "a name label is not ASCII") from None
-    if "." in text:
-        raise MalformedPacket(field, "a name label contains a dot")
-    return text
-
-
 def _labels_of(name: str, code: int) -> list[bytes]:
     stripped = name[:-1] if name.endswith(".") else name
     if not stripped:
@@ -737,51 +729,6 @@ def encode_relay_agent_info(subs: Iterable[tuple[int, bytes]]) -> bytes:
 # -- option 119, domain search (RFC 3397) --------------------------------------------------
 
 
-def _read_name(raw: bytes, start: int) -> tuple[str, int]:
-    """One RFC 1035 §4.1.4 name at ``start``; returns it and the offset after it.
-
-    Compression pointers are offsets into the whole option value (RFC 3397 §2). Each pointer must
-    aim below every offset already visited for this name, so a loop is impossible and the walk
-    ends within ``len(raw)`` jumps.
-    """
-    labels: list[str] = []
-    n = len(raw)
-    i = start
-    lowest = start
-    after = -1
-    size = 1
-    while True:
-        if i >= n:
-            raise _bad(119, "name runs past the end of the option")
-        length = raw[i]
-        if length == 0:
-            if after < 0:
-                after = i + 1
-            break
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if i + 1 >= n:
-                raise _bad(119, "compression pointer cut short")
-            target = ((length & 0x3F) << 8) | raw[i + 1]
-            if after < 0:
-                after = i + 2
-            if target >= lowest:
-                raise _bad(119, f"compression pointer to {target} does not point backwards")
-            lowest = target
-            i = target
-            continue
-        if kind:
-            raise _bad(119, f"label type 0x{kind:02x} is not defined")
-        if i + 1 + length > n:
-            raise _bad(119, f"label length {length} overruns the option")
-        size += 1 + length
-        if size > 255:
-            raise _bad(119, "name longer than 255 bytes")
-        labels.append(_label(raw[i + 1 : i + 1 + length], "dhcp.option.119"))
-        i += 1 + length
-    return ".".join(labels), after
-
-
 def decode_domain_search(raw: bytes) -> list[str]:
     """Search domains, without trailing dots (all of them are fully qualified)."""
     if not raw:
@@ -790,7 +737,7 @@ def decode_domain_search(raw: bytes) -> list[str]:
     names: list[str] = []
     i = 0
     while i < len(data):
-        name, i = _read_name(data, i)
+        name, i = read_dns_name(data, i, "dhcp.option.119", "option")
         names.append(name)
     return names
 

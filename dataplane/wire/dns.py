@@ -4,8 +4,8 @@
 The same source is compiled by Cython into ``_dns`` (see ``setup.py``); this file is the
 pure-Python twin and the reference for behaviour.
 
-Names are decoded by the RFC 1035 §4.1.4 reader of :mod:`.dhcp` (option 119 uses the same
-encoding), with compression pointers resolved against the start of the message: every pointer must
+Names are decoded by :func:`read_dns_name` (also used by :mod:`.dhcp` for option 119, which uses
+the same encoding), with compression pointers resolved against the start of the message: every pointer must
 aim below every offset already visited for the name, so a loop is impossible and a walk ends within
 one jump per byte. Names come back without the trailing dot (the root is ``""``); a label holding a
 dot or a non-ASCII byte is refused, which no host name has.
@@ -34,10 +34,8 @@ from .errors import MalformedPacket
 COMPILED = __name__.rpartition(".")[2].startswith("_")
 if TYPE_CHECKING or not COMPILED:
     from .buffer import Buffer
-    from .dhcp import _read_name
 else:
     from ._buffer import Buffer
-    from ._dhcp import _read_name
 
 __all__ = [
     "CLASS_IN",
@@ -62,6 +60,7 @@ __all__ = [
     "build_query",
     "pull_dns",
     "push_dns",
+    "read_dns_name",
 ]
 
 DNS_PORT = 53
@@ -169,18 +168,74 @@ class DnsMessage:
         return self.flags & 0xF
 
 
+# -- names (RFC 1035 §3.1, §4.1.4) ------------------------------------------------------------
+
+
+def _label(raw: bytes, field: str) -> str:
+    try:
+        text = bytes(raw).decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedPacket(field, "a name label is not ASCII") from None
+    if "." in text:
+        raise MalformedPacket(field, "a name label contains a dot")
+    return text
+
+
+def read_dns_name(raw: bytes, start: int, field: str = "dns.name", unit: str = "message") -> tuple[str, int]:
+    """One RFC 1035 §4.1.4 name at ``start`` of ``raw``; returns it and the offset after it.
+
+    Compression pointers are offsets into ``raw``: the whole DNS message, or the whole value of
+    DHCP option 119 (RFC 3397 §2, which calls ``unit`` "option"). Each pointer must aim below every
+    offset already visited for this name, so a loop is impossible and the walk ends within
+    ``len(raw)`` jumps. Errors are :class:`MalformedPacket` naming ``field``.
+    """
+    labels: list[str] = []
+    n = len(raw)
+    i = start
+    lowest = start
+    after = -1
+    size = 1
+    while True:
+        if i >= n:
+            raise MalformedPacket(field, f"name runs past the end of the {unit}")
+        length = raw[i]
+        if length == 0:
+            if after < 0:
+                after = i + 1
+            break
+        kind = length & 0xC0
+        if kind == 0xC0:
+            if i + 1 >= n:
+                raise MalformedPacket(field, "compression pointer cut short")
+            target = ((length & 0x3F) << 8) | raw[i + 1]
+            if after < 0:
+                after = i + 2
+            if target >= lowest:
+                raise MalformedPacket(field, f"compression pointer to {target} does not point backwards")
+            lowest = target
+            i = target
+            continue
+        if kind:
+            raise MalformedPacket(field, f"label type 0x{kind:02x} is not defined")
+        if i + 1 + length > n:
+            raise MalformedPacket(field, f"label length {length} overruns the {unit}")
+        size += 1 + length
+        if size > 255:
+            raise MalformedPacket(field, "name longer than 255 bytes")
+        labels.append(_label(raw[i + 1 : i + 1 + length], field))
+        i += 1 + length
+    return ".".join(labels), after
+
+
 # -- parsing --------------------------------------------------------------------------------
 
 
 def _pull_name(buf: Buffer, start: int, message: bytes, where: str) -> str:
     offset = buf.tell() - start
     try:
-        name, after = _read_name(message, offset)
+        name, after = read_dns_name(message, offset)
     except MalformedPacket as exc:
-        # The reader was written for option 119, whose pointers are relative to the option; here the
-        # "option" is the message.
-        reason = exc.reason.replace("the option", "the message")
-        raise MalformedPacket("dns.name", f"{where} at offset {offset}: {reason}") from None
+        raise MalformedPacket("dns.name", f"{where} at offset {offset}: {exc.reason}") from None
     buf.seek(start + after)
     return name
 
@@ -307,7 +362,7 @@ def _wire_name(name: str) -> bytes:
 def _plain_name(data: bytes, pos: int, record: DnsRecord) -> tuple[str, int]:
     """A name in uncompressed wire form inside caller-supplied record data."""
     try:
-        name, after = _read_name(data, pos)
+        name, after = read_dns_name(data, pos)
     except MalformedPacket as exc:
         raise ValueError(f"type {record.type} data for {record.name!r}: {exc.reason}") from None
     if after - pos != len(_wire_name(name)):
