@@ -137,7 +137,10 @@ class Agent:
                 bridge=config.bridge,
             )
         except IoError as exc:
-            tap.close()
+            if tap.adopted:
+                tap.close()  # someone's persistent device: leave it as it was
+            else:
+                tap.destroy()  # made by this failed start: do not leave a half-configured device
             udp.close()
             key = "bridge" if config.bridge and config.bridge in exc.message else "interface"
             raise AgentError(f"{key}: {exc.message}") from None
@@ -163,8 +166,9 @@ class Agent:
                 self.close()
                 raise AgentError(f"peers: {exc}") from None
         log.info(
-            "overlay %s up: vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, %s data path",
+            "overlay %s up (%s): vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, %s data path",
             tap.name,
+            "adopted the existing persistent TAP" if tap.adopted else "created a persistent TAP",
             config.vni,
             config.local,
             udp.port,
@@ -201,6 +205,10 @@ class Agent:
 
     async def status(self) -> Status:
         assert self._datapath is not None and self._tap is not None
+        # Sources first: a source counts as synced only once its list is in the VTEP, so the VTEP
+        # read after it holds every list reported synced (the other order could answer 200 while
+        # listing no peers, when a list lands between the two reads).
+        sources = tuple(self._peerset_status())
 
         def snapshot() -> tuple[tuple[str, ...], int, dict[str, int], dict[str, float]]:
             return (
@@ -215,7 +223,7 @@ class Agent:
         return Status(
             device=self._tap.name,
             device_up=up and self._datapath.alive,
-            sources=tuple(self._peerset_status()),
+            sources=sources,
             peers=peers,
             fdb_entries=fdb,
             counters=counters,

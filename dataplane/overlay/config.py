@@ -57,6 +57,9 @@ class OverlayConfig:
     peers_dns: str | None = None  # headless Service name whose A records are the peers
     peers_dns_server: str | None = None  # ADDR[:PORT]; default: first nameserver in resolv.conf
     peers_kubernetes: tuple[str, ...] = ()  # NAMESPACE/SERVICE, EndpointSlices discovery.k8s.io/v1
+    # API server URL for --peers-kubernetes; None: in-cluster (https://$KUBERNETES_SERVICE_HOST:PORT).
+    # For running outside a pod (kubectl proxy) and for tests against a local replay server.
+    kubernetes_api: str | None = None
     health: str = DEFAULT_HEALTH  # ADDR:PORT of /health, /config and /metrics; "" turns it off
     ageing: float = 300.0  # seconds an unrefreshed learned MAC stays in the FDB (kernel default)
     peers_only: bool = True  # accept VXLAN only from current peers (spec 2.6.6)
@@ -234,6 +237,14 @@ def _check_services(value: Any, namespace: str | None = None) -> tuple[str, ...]
     return tuple(result)
 
 
+def _check_url(value: Any) -> str:
+    text = str(value).strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"not an http:// or https:// URL: {value!r}")
+    return text.rstrip("/")
+
+
 def _check_health(value: Any) -> str:
     text = str(value).strip()
     if text in ("", "off", "none"):
@@ -278,6 +289,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "peers_dns": _check_dns_name,
     "peers_dns_server": _check_dns_server,
     "peers_kubernetes": _check_services,
+    "kubernetes_api": _check_url,
     "health": _check_health,
     "ageing": _check_ageing,
     "peers_only": _bool,
@@ -389,6 +401,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NS/SERVICE",
         help="peers from the Service's EndpointSlices (repeatable; in-cluster credentials)",
+    )
+    parser.add_argument(
+        "--kubernetes-api",
+        metavar="URL",
+        help="API server for --peers-kubernetes (default: in-cluster from KUBERNETES_SERVICE_HOST); "
+        "a service account token is sent when one is mounted",
     )
     parser.add_argument(
         "--health", metavar="ADDR:PORT", help=f"health/metrics listener (default {DEFAULT_HEALTH})"

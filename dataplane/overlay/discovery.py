@@ -513,26 +513,33 @@ class KubernetesSource(_SourceBase):
         self_addresses: Iterable[str] = (),
         environ: Mapping[str, str] | None = None,
         secrets_dir: str = SERVICE_ACCOUNT_DIR,
+        api_url: str | None = None,
         **options: Any,
     ) -> KubernetesSource:
         """In-cluster configuration: the API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``, the
         service account token (re-read on every request: kubelet rotates it), its CA and, when
-        ``namespace`` is None, the pod's own namespace."""
+        ``namespace`` is None, the pod's own namespace.
+
+        An explicit ``api_url`` (``--kubernetes-api``: outside a pod, ``kubectl proxy``, a test
+        server) replaces the environment's API server, and the token becomes optional: sent when
+        mounted, else the requests go without ``Authorization``."""
         env = os.environ if environ is None else environ
-        host = env.get("KUBERNETES_SERVICE_HOST", "")
-        port = env.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise DiscoveryError(
-                f"k8s:{namespace or '?'}/{service}: KUBERNETES_SERVICE_HOST is not set (not in a pod?)"
-            )
-        if ":" in host:
-            host = f"[{host}]"
         directory = Path(secrets_dir)
         token_file = directory / "token"
-        if not token_file.is_file():
-            raise DiscoveryError(
-                f"k8s:{namespace or '?'}/{service}: no service account token at {token_file}"
-            )
+        if api_url is None:
+            host = env.get("KUBERNETES_SERVICE_HOST", "")
+            port = env.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise DiscoveryError(
+                    f"k8s:{namespace or '?'}/{service}: KUBERNETES_SERVICE_HOST is not set (not in a pod?)"
+                )
+            if ":" in host:
+                host = f"[{host}]"
+            api_url = f"https://{host}:{port}"
+            if not token_file.is_file():
+                raise DiscoveryError(
+                    f"k8s:{namespace or '?'}/{service}: no service account token at {token_file}"
+                )
         if namespace is None:
             try:
                 namespace = (directory / "namespace").read_text().strip()
@@ -542,8 +549,8 @@ class KubernetesSource(_SourceBase):
         return cls(
             namespace,
             service,
-            api_url=f"https://{host}:{port}",
-            token_file=str(token_file),
+            api_url=api_url,
+            token_file=str(token_file) if token_file.is_file() else None,
             ca_file=str(ca_file) if ca_file.is_file() else None,
             self_addresses=self_addresses,
             **options,
@@ -968,5 +975,9 @@ def sources_from_config(config: OverlayConfig) -> list[PeerSource]:
         )
     for spec in config.peers_kubernetes:
         namespace, _, service = spec.rpartition("/")
-        sources.append(KubernetesSource.from_environment(namespace or None, service, self_addresses=own))
+        sources.append(
+            KubernetesSource.from_environment(
+                namespace or None, service, self_addresses=own, api_url=config.kubernetes_api
+            )
+        )
     return sources

@@ -85,6 +85,8 @@ def test_our_name_beats_the_kubelan_alias() -> None:
         ({"peers_only": "maybe"}, "peers_only", "boolean"),
         ({"log_level": "loud"}, "log_level", "debug, info"),
         ({"peers_dns": "bad name!"}, "peers_dns", "DNS name"),
+        ({"kubernetes_api": "127.0.0.1:6443"}, "kubernetes_api", "URL"),
+        ({"kubernetes_api": "ftp://192.0.2.1"}, "kubernetes_api", "URL"),
     ],
 )
 def test_bad_values_name_the_key_and_the_origin(flags: dict[str, object], key: str, fragment: str) -> None:
@@ -127,3 +129,11 @@ def test_config_is_immutable() -> None:
     config = OverlayConfig(local="192.0.2.1")
     with pytest.raises(AttributeError):
         config.vni = 5  # type: ignore[misc]
+
+
+def test_kubernetes_api_from_flag_or_environment() -> None:
+    config = load({"local": "192.0.2.1", "kubernetes_api": "http://127.0.0.1:8001/"}, environ={})
+    assert config.kubernetes_api == "http://127.0.0.1:8001"
+    environ = {"WEBSPACES_OVERLAY_KUBERNETES_API": "https://192.0.2.100:6443"}
+    assert load({"local": "192.0.2.1"}, environ=environ).kubernetes_api == "https://192.0.2.100:6443"
+    assert load({"local": "192.0.2.1"}, environ={}).kubernetes_api is None

@@ -697,6 +697,26 @@ def test_kubernetes_from_environment(tmp_path: Path) -> None:
         KubernetesSource.from_environment(None, SERVICE, environ=env, secrets_dir=str(tmp_path))
 
 
+def test_kubernetes_explicit_api_url(tmp_path: Path) -> None:
+    # --kubernetes-api: no KUBERNETES_SERVICE_HOST needed, and the token is optional.
+    source = KubernetesSource.from_environment(
+        "lxd", SERVICE, environ={}, secrets_dir=str(tmp_path), api_url="http://127.0.0.1:8001"
+    )
+    assert source.api_url == "http://127.0.0.1:8001"
+    assert source.token_file is None and "Authorization" not in source._headers()
+    (tmp_path / "token").write_text("tok-1\n")
+    env = {"KUBERNETES_SERVICE_HOST": "192.0.2.100"}
+    mounted = KubernetesSource.from_environment(
+        "lxd", SERVICE, environ=env, secrets_dir=str(tmp_path), api_url="https://192.0.2.1:6443"
+    )
+    assert mounted.api_url == "https://192.0.2.1:6443"
+    assert mounted._headers()["Authorization"] == "Bearer tok-1"
+    with pytest.raises(DiscoveryError, match="namespace"):
+        KubernetesSource.from_environment(
+            None, SERVICE, environ={}, secrets_dir=str(tmp_path / "none"), api_url="http://127.0.0.1:1"
+        )
+
+
 def test_kubernetes_source_feeds_a_peer_set() -> None:
     async def scenario() -> None:
         replay = Replay()
@@ -733,3 +753,9 @@ def test_sources_from_config() -> None:
     if "KUBERNETES_SERVICE_HOST" not in os.environ:
         with pytest.raises(DiscoveryError):
             discovery.sources_from_config(OverlayConfig(local=SELF, peers_kubernetes=("default/ws",)))
+    explicit = OverlayConfig(
+        local=SELF, peers_kubernetes=("default/ws",), kubernetes_api="http://127.0.0.1:8001"
+    )
+    (k8s,) = discovery.sources_from_config(explicit)
+    assert isinstance(k8s, KubernetesSource)
+    assert k8s.api_url == "http://127.0.0.1:8001" and k8s.self_addresses == {SELF}
