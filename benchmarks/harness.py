@@ -54,6 +54,10 @@ class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
 
+class ScenarioUnavailableError(Exception):
+    """A scenario cannot run on this machine (not root, a peer program missing): exit status 2."""
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     quick: bool = False  # a smaller run, for tests and a first look; same code paths
@@ -301,7 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "benchmarks", *arguments])
     options = Options(quick=args.quick, seed=args.seed)
     for scenario, path in targets:
-        document = run_scenario(scenario, options, command)
+        try:
+            document = run_scenario(scenario, options, command)
+        except ScenarioUnavailableError as exc:
+            print(f"{parser.prog}: error: {scenario.name} scenario: {exc}", file=sys.stderr)
+            return 2
         print(render_table(document))
         if path is not None:
             svg = _write(document, path)

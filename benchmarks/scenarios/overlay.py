@@ -59,7 +59,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..harness import Options, Report, Result, Scenario, register
+from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableError, register
 from ..netlab import LabError, NetLab, can_run, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -458,8 +458,7 @@ def run(options: Options) -> Report:
     try:
         check_prerequisites()
     except MissingPrerequisiteError as exc:
-        print(f"python -m benchmarks: error: overlay scenario: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise ScenarioUnavailableError(str(exc)) from None
     plan = QUICK if options.quick else FULL
     started = time.monotonic()
     load_before = os.getloadavg()
