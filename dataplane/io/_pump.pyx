@@ -7,7 +7,10 @@ around every syscall:
 * TAP -> underlay: up to ``batch`` TAP reads per round; each frame (segmented in C when it is a GSO
   super-frame) is staged with its VXLAN header in one buffer, and the round ends with ``sendmmsg``:
   one message per peer per run of equal-size segments, carrying a ``UDP_SEGMENT`` cmsg so the
-  kernel cuts it into datagrams (UDP GSO).
+  kernel cuts it into datagrams (UDP GSO), or one message per datagram without GSO (send sockets
+  with ``SO_NO_CHECK``). Each TAP read's messages name the send socket of its flow
+  (:func:`source_slot`); at the end of a round the queue is sent with one ``sendmmsg`` per socket,
+  each flow's messages in their order.
 * underlay -> TAP: ``recvmmsg`` fills up to ``rx_batch`` buffers (64 KiB each when ``UDP_GRO``
   coalesces datagrams, split at the ``gso_size`` cmsg); consecutive in-order TCP segments of one flow
   are written to the TAP as one GSO super-frame (``TCPV4``, ``NEEDS_CSUM`` with the pseudo-header
@@ -20,7 +23,7 @@ import socket as _socket
 import time as _time
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -34,6 +37,7 @@ __all__ = [
     "deliver_header",
     "finish_checksum",
     "segment",
+    "source_slot",
 ]
 
 IMPLEMENTATION = "cython"
@@ -128,6 +132,9 @@ cdef enum:
     SOL_UDP = 17
     UDP_SEGMENT = 103
     UDP_GRO = 104
+    SO_NO_CHECK = 11
+    PORT_BASE = 49152
+    PORT_SPAN = 16384
     F_NEEDS_CSUM = 1
     F_DATA_VALID = 2
     KNOWN_FLAGS = 7
@@ -453,7 +460,23 @@ cdef int deliver_flags(const uint8_t* frame, Py_ssize_t n, uint8_t* vh) noexcept
     return 0
 
 
+cdef inline int slot_of(int port, int count) noexcept nogil:
+    cdef int offset = port - PORT_BASE
+    if count <= 1:
+        return 0
+    if offset < 0:
+        offset = 0
+    elif offset >= PORT_SPAN:
+        offset = PORT_SPAN - 1
+    return <int>((<int64_t>offset * count) // PORT_SPAN)
+
+
 # -- module-level twins of pump.py's helpers ------------------------------------------------------
+
+def source_slot(int port, int count):
+    """The send socket (0..count-1) for a flow whose hash port is ``port``; see ``pump.source_slot``."""
+    return slot_of(port, count)
+
 
 def _check_size(int vnet_hdr_size):
     if vnet_hdr_size != 10 and vnet_hdr_size != 12:
@@ -520,6 +543,11 @@ cdef class Pump:
 
     cdef readonly int tap_fd
     cdef readonly int udp_fd
+    cdef int* send_fds
+    cdef int n_send
+    cdef readonly bint pooled
+    cdef readonly bint checksum_zero
+    cdef readonly tuple send_socks
     cdef int epfd
     cdef readonly int vnet_hdr_size
     cdef readonly int batch
@@ -543,6 +571,11 @@ cdef class Pump:
     cdef sockaddr_in* tx_addr
     cdef uint8_t* tx_ctrl
     cdef int* tx_segs
+    cdef int* tx_fd
+    cdef mmsghdr* tx_sorted
+    cdef int* tx_sorted_segs
+    cdef uint8_t* tx_done
+    cdef bint tx_mixed
     cdef int tx_n
     cdef uint32_t* dsts
     cdef int dst_cap
@@ -572,7 +605,7 @@ cdef class Pump:
         self.epfd = -1
 
     def __init__(self, int tap_fd, udp_sock, Vtep vtep not None, *, int vnet_hdr_size=10, gso=None,
-                 int batch=64, port=None, int rx_batch=16, bint soft_gro=True):
+                 int batch=64, port=None, int rx_batch=16, bint soft_gro=True, send_socks=None):
         cdef int i
         cdef epoll_event ev
         _check_size(vnet_hdr_size)
@@ -588,7 +621,21 @@ cdef class Pump:
         self.batch = batch
         self.port = int(port if port is not None else getattr(vtep, "port", 4789))
         self.mtu = int(getattr(vtep, "mtu", 1450))
-        self.gso = _probe(udp_sock, UDP_SEGMENT) if gso is None else bool(gso)
+        self.send_socks = tuple(send_socks or ()) or (udp_sock,)
+        self.pooled = bool(send_socks)
+        self.n_send = len(self.send_socks)
+        self.send_fds = <int*>calloc(self.n_send, sizeof(int))
+        if self.send_fds == NULL:
+            raise MemoryError()
+        for i in range(self.n_send):
+            self.send_fds[i] = self.send_socks[i].fileno()
+        try:
+            self.checksum_zero = bool(self.send_socks[0].getsockopt(_socket.SOL_SOCKET, SO_NO_CHECK))
+        except OSError:
+            self.checksum_zero = False
+        if gso is None:
+            gso = _probe(self.send_socks[0], UDP_SEGMENT) and not self.checksum_zero
+        self.gso = bool(gso)
         try:
             self.gro = bool(udp_sock.getsockopt(SOL_UDP, UDP_GRO))
         except OSError:
@@ -603,6 +650,10 @@ cdef class Pump:
         self.tx_addr = <sockaddr_in*>calloc(TX_MESSAGES, sizeof(sockaddr_in))
         self.tx_ctrl = <uint8_t*>calloc(TX_MESSAGES, CTRL_SPACE)
         self.tx_segs = <int*>calloc(TX_MESSAGES, sizeof(int))
+        self.tx_fd = <int*>calloc(TX_MESSAGES, sizeof(int))
+        self.tx_sorted = <mmsghdr*>calloc(TX_MESSAGES, sizeof(mmsghdr))
+        self.tx_sorted_segs = <int*>calloc(TX_MESSAGES, sizeof(int))
+        self.tx_done = <uint8_t*>calloc(TX_MESSAGES, 1)
         self.dst_cap = 4096
         self.dsts = <uint32_t*>calloc(self.dst_cap, sizeof(uint32_t))
         self.rx_buf = <uint8_t*>malloc(self.rx_batch * self.rx_size)
@@ -613,6 +664,8 @@ cdef class Pump:
         self.gro_hist = <uint64_t*>calloc(GRO_MAX + 1, sizeof(uint64_t))
         if (self.tap_buf == NULL or self.tx_buf == NULL or self.tx_msgs == NULL or self.tx_iov == NULL
                 or self.tx_addr == NULL or self.tx_ctrl == NULL or self.tx_segs == NULL
+                or self.tx_fd == NULL or self.tx_sorted == NULL or self.tx_sorted_segs == NULL
+                or self.tx_done == NULL
                 or self.dsts == NULL or self.rx_buf == NULL or self.rx_msgs == NULL
                 or self.rx_iov == NULL or self.rx_addr == NULL or self.rx_ctrl == NULL
                 or self.gro_hist == NULL):
@@ -652,6 +705,11 @@ cdef class Pump:
         free(self.tx_addr)
         free(self.tx_ctrl)
         free(self.tx_segs)
+        free(self.tx_fd)
+        free(self.tx_sorted)
+        free(self.tx_sorted_segs)
+        free(self.tx_done)
+        free(self.send_fds)
         free(self.dsts)
         free(self.rx_buf)
         free(self.rx_msgs)
@@ -708,6 +766,8 @@ cdef class Pump:
             "implementation": IMPLEMENTATION,
             "gso": bool(self.gso),
             "gro": bool(self.gro),
+            "send_sockets": self.n_send if self.pooled else 0,
+            "checksum_zero": bool(self.checksum_zero),
             "tap_rx_frames": c[C_TAP_RX_FRAMES],
             "tap_rx_bytes": c[C_TAP_RX_BYTES],
             "tap_rx_gso_frames": c[C_TAP_RX_GSO],
@@ -739,7 +799,7 @@ cdef class Pump:
     # -- TAP -> underlay -----------------------------------------------------------------------
 
     cdef int _from_tap(self) except -1:
-        cdef int i, count, k, d, g, first, last, segs, reason
+        cdef int i, count, k, d, g, first, last, segs, reason, fd
         cdef ssize_t r
         cdef Py_ssize_t seg_len, last_len, stride, flen, size
         cdef int hdr = self.vnet_hdr_size
@@ -785,6 +845,11 @@ cdef class Pump:
                 continue
             for g in range(count):
                 self.vtep.c_header(base + g * stride)
+            fd = self.send_fds[0]
+            if self.n_send > 1:
+                fd = self.send_fds[slot_of(self.vtep.c_source_port(base + VXLAN_LEN,
+                                                                   seg_len if count > 1 else last_len),
+                                           self.n_send)]
             self.tx_used += (count - 1) * stride + VXLAN_LEN + last_len
             for d in range(k):
                 first = 0
@@ -799,7 +864,8 @@ cdef class Pump:
                         last = first + 1
                     segs = last - first
                     size = (segs - 1) * stride + (VXLAN_LEN + (last_len if last == count else seg_len))
-                    self._queue(base + first * stride, size, self.dsts[d], stride if segs > 1 else 0, segs)
+                    self._queue(base + first * stride, size, self.dsts[d], stride if segs > 1 else 0, segs,
+                                fd)
                     first = last
             moved += count
         self._flush()
@@ -818,7 +884,7 @@ cdef class Pump:
         return 0
 
     cdef void _queue(self, uint8_t* data, Py_ssize_t size, uint32_t dst, Py_ssize_t gso_size,
-                     int segs) noexcept:
+                     int segs, int fd) noexcept:
         cdef mmsghdr* m
         cdef cmsghdr* c
         if self.tx_n == TX_MESSAGES:
@@ -841,6 +907,9 @@ cdef class Pump:
             m.msg_hdr.msg_control = NULL
             m.msg_hdr.msg_controllen = 0
         self.tx_segs[self.tx_n] = segs
+        self.tx_fd[self.tx_n] = fd
+        if self.tx_n and fd != self.tx_fd[0]:
+            self.tx_mixed = True
         self.tx_n += 1
 
     cdef void _flush(self) noexcept:
@@ -848,18 +917,42 @@ cdef class Pump:
         self.tx_used = 0
 
     cdef void _send_queued(self) noexcept:
-        """sendmmsg everything queued; on EAGAIN wait (bounded) for room, then drop the rest."""
+        """Send everything queued: one sendmmsg run per send socket, each socket's messages in order."""
+        cdef int n = self.tx_n, i, j, k = 0, start, fd
+        if n == 0:
+            return
+        if not self.tx_mixed:
+            self._send_run(self.tx_fd[0], self.tx_msgs, self.tx_segs, n)
+        else:
+            memset(self.tx_done, 0, n)
+            for i in range(n):
+                if self.tx_done[i]:
+                    continue
+                fd = self.tx_fd[i]
+                start = k
+                for j in range(i, n):
+                    if not self.tx_done[j] and self.tx_fd[j] == fd:
+                        self.tx_sorted[k] = self.tx_msgs[j]
+                        self.tx_sorted_segs[k] = self.tx_segs[j]
+                        self.tx_done[j] = 1
+                        k += 1
+                self._send_run(fd, self.tx_sorted + start, self.tx_sorted_segs + start, k - start)
+        self.tx_n = 0
+        self.tx_mixed = False
+
+    cdef void _send_run(self, int fd, mmsghdr* msgs, int* segs, int n) noexcept:
+        """sendmmsg ``msgs`` on ``fd``; on EAGAIN wait (bounded) for room, then drop the rest."""
         cdef int off = 0, r, err, waits = 0, j
         cdef pollfd pfd
-        while off < self.tx_n:
+        while off < n:
             with nogil:
-                r = sendmmsg(self.udp_fd, self.tx_msgs + off, self.tx_n - off, MSG_DONTWAIT)
+                r = sendmmsg(fd, msgs + off, n - off, MSG_DONTWAIT)
                 err = errno
             self.counts[C_SYS_UDP_SEND] += 1
             if r > 0:
                 for j in range(off, off + r):
-                    self.counts[C_UDP_TX_DGRAMS] += self.tx_segs[j]
-                    self.counts[C_UDP_TX_BYTES] += self.tx_iov[j].iov_len
+                    self.counts[C_UDP_TX_DGRAMS] += segs[j]
+                    self.counts[C_UDP_TX_BYTES] += msgs[j].msg_hdr.msg_iov[0].iov_len
                 self.counts[C_UDP_TX_MSGS] += r
                 off += r
                 continue
@@ -867,24 +960,23 @@ cdef class Pump:
                 continue
             if err == EAGAIN and waits < 20:
                 waits += 1
-                pfd.fd = self.udp_fd
+                pfd.fd = fd
                 pfd.events = POLLOUT
                 with nogil:
                     poll(&pfd, 1, 5)
                 continue
             # The first message failed: drop it, keep the rest.
             if err == EAGAIN:
-                for j in range(off, self.tx_n):
-                    self.drops[R_UDP_EAGAIN] += self.tx_segs[j]
+                for j in range(off, n):
+                    self.drops[R_UDP_EAGAIN] += segs[j]
                 break
             if err == ENOBUFS:
-                self.drops[R_UDP_ENOBUFS] += self.tx_segs[off]
+                self.drops[R_UDP_ENOBUFS] += segs[off]
             else:
-                self.drops[R_UDP_ERROR] += self.tx_segs[off]
-                if (err == EINVAL or err == EIO) and self.tx_msgs[off].msg_hdr.msg_controllen:
+                self.drops[R_UDP_ERROR] += segs[off]
+                if (err == EINVAL or err == EIO) and msgs[off].msg_hdr.msg_controllen:
                     self.gso = False  # the kernel or path refuses UDP GSO: segment ourselves from now
             off += 1
-        self.tx_n = 0
 
     cdef int _write_reply(self, object reply) except -1:
         cdef bytes data = bytes(reply)

@@ -26,7 +26,7 @@ from . import compiled_pump
 from . import pump as pure_pump
 from .errors import IoError
 from .tap import Tap
-from .udp import open_udp
+from .udp import SendPool, open_send_pool, open_udp, set_no_check
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gso", action="store_true")
     p.add_argument("--no-gro", action="store_true")
     p.add_argument("--no-offload", action="store_true", help="TAP without TSO/checksum offloads")
+    p.add_argument(
+        "--source-ports",
+        type=int,
+        default=16,
+        help="send sockets on flow-hashed ports in 49152-65535 (0: send from --port)",
+    )
+    p.add_argument(
+        "--udp-checksum",
+        choices=("zero", "on"),
+        default="on",
+        help="outer UDP checksum of the send sockets (zero: SO_NO_CHECK, no UDP GSO)",
+    )
     p.add_argument("--ready")
     p.add_argument("--stats")
     p.add_argument("--duration", type=float, default=600.0)
@@ -78,14 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         tap = Tap.open(args.tap, offloads=0 if args.no_offload else 0x7F)
         tap.configure(mtu=args.mtu, mac=args.mac, addresses=args.address)
         udp = open_udp(args.local, args.port, gso=not args.no_gso, gro=not args.no_gro)
+        zero = args.udp_checksum == "zero"
+        pool = (
+            open_send_pool(args.local, args.source_ports, checksum_zero=zero, gso=not args.no_gso)
+            if args.source_ports
+            else SendPool([], args.local, [], False, False, 0)
+        )
     except IoError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    pump = module.Pump(tap.fd, udp.sock, _vtep(args.impl, args), batch=args.batch)
+    if zero and not pool.socks:
+        set_no_check(udp.sock)
+    gso = False if args.no_gso or zero else None
+    pump = module.Pump(
+        tap.fd, udp.sock, _vtep(args.impl, args), batch=args.batch, gso=gso, send_socks=pool.socks
+    )
     if args.ready:
         Path(args.ready).write_text(
             json.dumps(
-                {"offloads": tap.offload_names, "gso": udp.gso, "gro": udp.gro, "adopted": tap.adopted}
+                {
+                    "offloads": tap.offload_names,
+                    "gso": pump.gso,
+                    "gro": udp.gro,
+                    "adopted": tap.adopted,
+                    "source_ports": pool.ports,
+                    "checksum_zero": pump.checksum_zero,
+                }
             )
         )
     deadline = time.monotonic() + args.duration
@@ -96,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stats:
             Path(args.stats).write_text(json.dumps(pump.stats()))
         pump.close()
+        pool.close()
         udp.close()
         tap.close()
     return 0

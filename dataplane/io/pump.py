@@ -11,6 +11,12 @@ Theory of operation. One epoll waits on the TAP and the UDP socket; each round d
   finished. The VTEP says where each inner frame goes; the VXLAN payload of all segments of one
   super-frame to one peer goes out in one ``sendmsg`` with a ``UDP_SEGMENT`` cmsg when the socket
   has UDP GSO (the kernel cuts it into separate datagrams), else one ``sendto`` per datagram.
+* **Source ports (RFC 7348 §5).** Given a pool of send sockets (``send_socks``, bound to ports
+  spread over 49152-65535 by ``dataplane.io.udp.open_send_pool``), a TAP read's frames leave
+  through socket :func:`source_slot` of the flow hash of its first frame
+  (``Vtep.source_port``, i.e. ``dataplane.wire.vxlan.source_port_for``): one flow, one outer source
+  port; flooded copies too. Without a pool everything leaves from the receive socket. A pool with
+  ``SO_NO_CHECK`` (outer checksum 0) cannot use UDP GSO, so each datagram is its own send.
 * **underlay -> TAP.** ``recvmsg`` returns one datagram, or with ``UDP_GRO`` a buffer of several
   cut at the ``gso_size`` given in a cmsg. Each datagram goes through the VTEP; a delivered inner
   frame is written to the TAP behind the vnet header :func:`deliver_header` chooses: a TCP/UDP
@@ -33,6 +39,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from dataplane.wire.errors import MalformedPacket
@@ -43,6 +50,7 @@ __all__ = [
     "deliver_header",
     "finish_checksum",
     "segment",
+    "source_slot",
 ]
 
 IMPLEMENTATION = "python"
@@ -50,6 +58,9 @@ IMPLEMENTATION = "python"
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
+SO_NO_CHECK = 11
+PORT_BASE = 49152  # the dynamic range 49152-65535 of the flow-hash source port (RFC 7348 §5)
+PORT_SPAN = 16384
 
 VNET_F_NEEDS_CSUM = 1
 VNET_F_DATA_VALID = 2
@@ -224,6 +235,18 @@ def segment(data: bytes | bytearray, vnet_hdr_size: int = 10) -> list[bytes]:
     return out
 
 
+def source_slot(port: int, count: int) -> int:
+    """The send socket (0..count-1, in port order) for a flow whose RFC 7348 hash port is ``port``.
+
+    ``(port - 49152) * count // 16384``: the pool's stripe of 49152-65535 holding ``port``; out of
+    range ports are clamped to the ends.
+    """
+    if count <= 1:
+        return 0
+    offset = min(max(port - PORT_BASE, 0), PORT_SPAN - 1)
+    return offset * count // PORT_SPAN
+
+
 def deliver_header(frame: bytes | bytearray, vnet_hdr_size: int = 10) -> bytes:
     """The vnet header to write before a decapsulated inner ``frame`` on the TAP.
 
@@ -288,12 +311,16 @@ class _Vtep(Protocol):
 
     def send(self, frame: bytes, now: float) -> Any: ...
 
+    def source_port(self, frame: bytes) -> int: ...
+
 
 class Pump:
     """Moves frames between a TAP descriptor and the underlay UDP socket through ``vtep``.
 
-    ``gso``: True/False, or None for "if the socket supports UDP_SEGMENT". The pump does not own
-    the descriptors; :meth:`close` releases only its epoll.
+    ``gso``: True/False, or None for "if the send sockets support UDP_SEGMENT and do not have
+    ``SO_NO_CHECK``". ``send_socks``: the source-port pool, in port order (empty or None: send
+    from ``udp_sock``). The pump does not own the descriptors; :meth:`close` releases only its
+    epoll.
     """
 
     def __init__(
@@ -306,6 +333,7 @@ class Pump:
         gso: bool | None = None,
         batch: int = 64,
         port: int | None = None,
+        send_socks: Sequence[socket.socket] | None = None,
     ) -> None:
         _vnet_struct(vnet_hdr_size)
         if not 1 <= batch <= 1024:
@@ -316,7 +344,12 @@ class Pump:
         self.vnet_hdr_size = vnet_hdr_size
         self.batch = batch
         self.port = port if port is not None else int(getattr(vtep, "port", 4789))
-        self.gso = _probe_gso(udp_sock) if gso is None else bool(gso)
+        self.send_socks: tuple[socket.socket, ...] = tuple(send_socks or ()) or (udp_sock,)
+        self.pooled = bool(send_socks)
+        self.checksum_zero = _no_check(self.send_socks[0])
+        if gso is None:
+            gso = _probe_gso(self.send_socks[0]) and not self.checksum_zero
+        self.gso = bool(gso)
         self.gro = _gro_enabled(udp_sock)
         self._cmsg_space = socket.CMSG_SPACE(4)
         self._rx_size = 65536 if self.gro else 16384
@@ -365,6 +398,8 @@ class Pump:
             "implementation": IMPLEMENTATION,
             "gso": self.gso,
             "gro": self.gro,
+            "send_sockets": len(self.send_socks) if self.pooled else 0,
+            "checksum_zero": self.checksum_zero,
             "tap_rx_frames": c["tap_rx_frames"],
             "tap_rx_bytes": c["tap_rx_bytes"],
             "tap_rx_gso_frames": c["tap_rx_gso_frames"],
@@ -420,6 +455,9 @@ class Pump:
 
     def _transmit(self, frames: list[bytes]) -> int:
         now = time.monotonic()
+        sock = self.send_socks[0]
+        if len(self.send_socks) > 1 and frames:
+            sock = self.send_socks[source_slot(self.vtep.source_port(frames[0]), len(self.send_socks))]
         groups: dict[str, list[bytes]] = {}
         for frame in frames:
             tx = self.vtep.send(frame, now)
@@ -432,10 +470,10 @@ class Pump:
                 groups.setdefault(dst, []).append(tx.payload)
         sent = 0
         for dst, payloads in groups.items():
-            sent += self._send_group(dst, payloads)
+            sent += self._send_group(sock, dst, payloads)
         return sent
 
-    def _send_group(self, dst: str, payloads: list[bytes]) -> int:
+    def _send_group(self, sock: socket.socket, dst: str, payloads: list[bytes]) -> int:
         address = (dst, self.port)
         size = len(payloads[0])
         sent = 0
@@ -455,9 +493,9 @@ class Pump:
             run = payloads[i:j]
             try:
                 if len(run) > 1:
-                    self.sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, address)
+                    sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, address)
                 else:
-                    self.sock.sendto(run[0], address)
+                    sock.sendto(run[0], address)
             except BlockingIOError:
                 self._drops["udp_send_eagain"] += len(run)
             except OSError as exc:
@@ -530,6 +568,13 @@ def _probe_gso(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def _no_check(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, SO_NO_CHECK))
+    except OSError:
+        return False
 
 
 def _gro_enabled(sock: socket.socket) -> bool:

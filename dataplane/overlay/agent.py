@@ -1,7 +1,9 @@
 """The overlay node agent (``webspaces overlay``): TAP <-> VXLAN on every node of the LAN.
 
 Theory of operation. Start-up opens (or adopts) the persistent TAP and sets its link, binds the
-underlay socket, builds the VTEP and starts the data-path thread; then the peer sources run on
+underlay sockets (the receive socket on the VXLAN port, and the pool of send sockets whose ports
+carry the RFC 7348 §5 inner-flow hash, with the outer checksum ``--udp-checksum`` asks for), builds
+the VTEP and starts the data-path thread; then the peer sources run on
 asyncio and every complete list they publish is applied to the VTEP by difference, on the
 data-path thread (see :mod:`.datapath`). ``/health`` turns 2xx once the device is up and every
 source has been applied. Stopping (SIGTERM/SIGINT) stops the pump and closes our descriptors but
@@ -27,7 +29,7 @@ import uvicorn
 from dataplane.io import load_pump
 from dataplane.io.errors import AddressNotAvailable, IoError, PermissionDenied, PortInUse
 from dataplane.io.tap import Tap
-from dataplane.io.udp import open_udp
+from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
 
 from . import discovery
 from .config import OverlayConfig
@@ -99,6 +101,7 @@ class Agent:
     _vtep: Any = None
     _pump: Any = None
     _peerset: Any = None
+    _pool: SendPool | None = None
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -123,9 +126,29 @@ class Agent:
             raise AgentError(f"port: {exc.message}") from None
         except AddressNotAvailable as exc:
             raise AgentError(f"local: {exc.message}") from None
+        zero = config.udp_checksum == "zero"
+        try:
+            pool = (
+                open_send_pool(config.local, config.source_ports, checksum_zero=zero)
+                if config.source_ports
+                else SendPool([], config.local, [], False, False, 0)
+            )
+        except IoError as exc:
+            udp.close()
+            raise AgentError(f"source_ports: {exc.message}") from None
+        if pool.skipped:
+            log.warning(
+                "source_ports: %d of %d send ports left out (ports in use)%s",
+                pool.skipped,
+                config.source_ports,
+                "; sending from the VXLAN port" if not pool.socks else "",
+            )
+        if zero and not pool.socks and not set_no_check(udp.sock):
+            log.warning("udp_checksum: the kernel refused SO_NO_CHECK; the outer checksum stays on")
         try:
             tap = Tap.open(config.interface, persist=True)
         except IoError as exc:
+            pool.close()
             udp.close()
             raise AgentError(f"interface: {exc.message}") from None
         try:
@@ -141,11 +164,13 @@ class Agent:
                 tap.close()  # someone's persistent device: leave it as it was
             else:
                 tap.destroy()  # made by this failed start: do not leave a half-configured device
+            pool.close()
             udp.close()
             key = "bridge" if config.bridge and config.bridge in exc.message else "interface"
             raise AgentError(f"{key}: {exc.message}") from None
         self._tap = tap
         self._udp = udp
+        self._pool = pool
         self._mtu = mtu
         self._vtep = vtep_module.Vtep(
             config.vni,
@@ -156,7 +181,12 @@ class Agent:
             peers_only=config.peers_only,
         )
         self._pump = pump_module.Pump(
-            tap.fd, udp.sock, self._vtep, vnet_hdr_size=tap.vnet_hdr_size, gso=udp.gso
+            tap.fd,
+            udp.sock,
+            self._vtep,
+            vnet_hdr_size=tap.vnet_hdr_size,
+            gso=False if zero else (pool.gso if pool.socks else udp.gso),
+            send_socks=pool.socks,
         )
         self._datapath = DatapathThread(self._pump)
         if not self.sources:
@@ -166,7 +196,8 @@ class Agent:
                 self.close()
                 raise AgentError(f"peers: {exc}") from None
         log.info(
-            "overlay %s up (%s): vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, %s data path",
+            "overlay %s up (%s): vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, "
+            "source ports %s, outer checksum %s, %s data path",
             tap.name,
             "adopted the existing persistent TAP" if tap.adopted else "created a persistent TAP",
             config.vni,
@@ -174,8 +205,10 @@ class Agent:
             udp.port,
             mtu,
             ",".join(tap.offload_names) or "none",
-            udp.gso,
+            bool(self._pump.gso),
             udp.gro,
+            f"{len(pool)} in {min(pool.ports)}-{max(pool.ports)}" if pool.socks else f"{udp.port} only",
+            "zero" if self._pump.checksum_zero else "on",
             "compiled" if pump_module.__name__.rpartition(".")[2].startswith("_") else "pure-Python",
         )
 
@@ -200,6 +233,8 @@ class Agent:
             self._tap.close()  # persistent: the device, its addresses and bridge port stay
         if getattr(self, "_udp", None) is not None:
             self._udp.close()
+        if self._pool is not None:
+            self._pool.close()
 
     # -- status ------------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ results, plus a C-level interface for the data-path pump (``_vtep.pxd``).
   fragment (RFC 7348 §4.3): a frame longer than ``mtu + 14`` is dropped (TOO_BIG) and, when it is an
   IPv4 datagram with DF set, answered with ICMP fragmentation needed (RFC 1191 §4, next-hop MTU =
   ``mtu``) for the TAP, so the sender lowers its path MTU. The outer UDP source port is the I/O
-  layer's (:meth:`Vtep.source_port` gives the RFC 7348 §5 flow hash for a sender that can vary it).
+  layer's: :meth:`Vtep.source_port` gives the RFC 7348 §5 flow hash, and the pump picks the send
+  socket whose port stripe holds it (``dataplane.io.udp``).
 * **Forwarding database.** Inner MAC -> VTEP address, with the entry states and transitions of
   :data:`~.events.FDB_TRANSITIONS`. A learned entry not seen (as a source) for ``ageing`` seconds
   counts as absent at once and is removed, with an event, by :meth:`Vtep.expire`; ``ageing == 0``
@@ -565,7 +566,8 @@ class Vtep:
     def source_port(self, frame: bytes | bytearray | memoryview) -> int:
         """The outer UDP source port RFC 7348 §5 asks for: a flow hash of ``frame``, in 49152-65535.
 
-        (``dataplane.wire.vxlan.source_port_for``; a sender through one UDP socket has one port.)
+        (``dataplane.wire.vxlan.source_port_for``; the pump sends each flow through the pool socket
+        of its stripe, ``dataplane.io.pump.source_slot``.)
         """
         return source_port_for(frame)
 

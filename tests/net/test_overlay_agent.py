@@ -121,12 +121,14 @@ def test_three_agents_form_a_lan(lab: OverlayLab, pure: bool) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("checksum", ["default", "zero"])
 def test_agent_interoperates_with_a_kernel_vxlan_device(
-    lab: OverlayLab, capsys: pytest.CaptureFixture[str]
+    lab: OverlayLab, capsys: pytest.CaptureFixture[str], checksum: str
 ) -> None:
     require_tools("iperf3", "bridge")
     ours, kernel = lab.pair()
-    agent = lab.start_agent(0, "--peer", underlay(1))
+    flags = ("--udp-checksum", "zero") if checksum == "zero" else ()
+    agent = lab.start_agent(0, "--peer", underlay(1), *flags)
     # The reference: kernel VXLAN with its default offloads (inner checksums left partial).
     lab.net.run(kernel, [
         "ip", "link", "add", "vx0", "type", "vxlan", "id", str(VNI), "local", underlay(1),
@@ -151,7 +153,8 @@ def test_agent_interoperates_with_a_kernel_vxlan_device(
         assert gbits(report) > 0.05
     with capsys.disabled():
         print(
-            f"\n  agent<->kernel VXLAN TCP: kernel->agent {gbits(kernel_to_ours):.2f} Gbit/s,"
+            f"\n  agent<->kernel VXLAN TCP (outer checksum {checksum}):"
+            f" kernel->agent {gbits(kernel_to_ours):.2f} Gbit/s,"
             f" agent->kernel {gbits(ours_to_kernel):.2f} Gbit/s"
         )
     assert agent.process.poll() is None, agent.output()
@@ -160,12 +163,27 @@ def test_agent_interoperates_with_a_kernel_vxlan_device(
 # -- 3. the wire, decoded by tshark ---------------------------------------------------------------
 
 
+# Sends one UDP datagram to each port in a range: one inner flow per destination port.
+_UDP_FLOWS = """
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    for port in range(int(sys.argv[2]), int(sys.argv[3])):
+        s.sendto(b"flow", (sys.argv[1], port))
+"""
+FLOW_PORTS = range(7001, 7017)
+
+
 @pytest.mark.timeout(60)
-def test_capture_shows_vxlan_with_our_vni(lab: OverlayLab) -> None:
+@pytest.mark.parametrize("checksum", ["default", "zero"])
+def test_capture_shows_rfc7348_vxlan(lab: OverlayLab, checksum: str) -> None:
+    """RFC 7348 §5 on the wire, decoded by tshark: destination port 4789, I flag, our VNI, the
+    source port a hash of the inner flow in 49152-65535 (one port per flow, flows spread), and the
+    outer UDP checksum 0 with ``--udp-checksum zero`` (the default keeps it on for UDP GSO)."""
     require_tools("tshark")
     a, _ = lab.pair()
-    lab.start_agent(0, "--peer", underlay(1))
-    lab.start_agent(1, "--peer", underlay(0))
+    flags = ("--udp-checksum", "zero") if checksum == "zero" else ()
+    lab.start_agent(0, "--peer", underlay(1), *flags)
+    lab.start_agent(1, "--peer", underlay(0), *flags)
     pcap = lab.tmp / "underlay.pcap"
     log = lab.tmp / "tshark.log"
     pcap.touch()
@@ -181,11 +199,23 @@ def test_capture_shows_vxlan_with_our_vni(lab: OverlayLab) -> None:
     assert lab.reachable(a, overlay(1))
     result = lab.ping(a, overlay(1), count=3, interval=0.05)
     assert result.lost == 0, result.output
+    lab.net.run(
+        a, [sys.executable, "-c", _UDP_FLOWS, overlay(1), str(FLOW_PORTS[0]), str(FLOW_PORTS[-1] + 1)]
+    )
     time.sleep(0.5)
     capture.send_signal(signal.SIGINT)  # our own tshark, by pid: flush and exit
     capture.wait(15)
 
-    fields = ["ip.src", "ip.dst", "udp.dstport", "vxlan.flags", "vxlan.vni", "icmp.type"]
+    fields = [
+        "ip.src",
+        "ip.dst",
+        "udp.srcport",
+        "udp.dstport",
+        "udp.checksum",
+        "vxlan.flags",
+        "vxlan.vni",
+        "icmp.type",
+    ]
     decoded = lab.net.sh(
         [
             "tshark",
@@ -198,24 +228,29 @@ def test_capture_shows_vxlan_with_our_vni(lab: OverlayLab) -> None:
             *(f for name in fields for f in ("-e", name)),
         ]
     )
-    # Repeated fields (outer and inner ip.src) come comma-separated, the outer first.
-    rows = [
-        {name: value.split(",")[0] for name, value in zip(fields, line.split("\t"), strict=True)}
-        for line in decoded.splitlines()
-        if line.strip()
-    ]
+    # Repeated fields (outer and inner ip.src, udp.*) come comma-separated, the outer first.
+    raw = [dict(zip(fields, line.split("\t"), strict=True)) for line in decoded.splitlines() if line.strip()]
+    rows = [{name: value.split(",")[0] for name, value in row.items()} for row in raw]
     echoes = [r for r in rows if r["icmp.type"] in ("8", "0")]
     assert len(echoes) >= 6, decoded  # 3 requests and 3 replies, at least
     assert {(r["ip.src"], r["icmp.type"]) for r in echoes} >= {(underlay(0), "8"), (underlay(1), "0")}
     for row in rows:
         assert row["udp.dstport"] == "4789"
         assert int(row["vxlan.vni"]) == VNI
-        # Not checked: the source port (one bound UDP socket sends from one port, so RFC 7348
-        # section 5's SHOULD of a flow-hashed source port is not met; see Vtep.source_port) and
-        # the outer UDP checksum (UDP GSO needs it on; SHOULD be 0, receivers MUST accept it; see
-        # dataplane.io.udp; on a veth the capture sees it partial anyway).
         assert int(row["vxlan.flags"], 16) & 0x0800  # the I flag
+        assert 49152 <= int(row["udp.srcport"]) <= 65535, row
+        if checksum == "zero":
+            assert int(row["udp.checksum"], 16) == 0, row
     assert {r["ip.src"] for r in rows} == {underlay(0), underlay(1)}
+    # The inner UDP flows from a: each leaves from one outer source port, and they spread.
+    ports_by_flow: dict[int, set[int]] = {}
+    for row in raw:
+        inner = row["udp.dstport"].split(",")
+        if row["ip.src"].startswith(underlay(0) + ",") and len(inner) == 2 and int(inner[1]) in FLOW_PORTS:
+            ports_by_flow.setdefault(int(inner[1]), set()).add(int(row["udp.srcport"].split(",")[0]))
+    assert set(ports_by_flow) == set(FLOW_PORTS), decoded
+    assert all(len(ports) == 1 for ports in ports_by_flow.values()), ports_by_flow
+    assert len(set().union(*ports_by_flow.values())) >= 2, ports_by_flow
 
 
 # -- 4. DNS discovery: a peer removed and re-added while traffic flows -----------------------------

@@ -97,11 +97,11 @@ def tcp6(payload: bytes, *, flags: str = "PA", seq: int = 1000) -> Packet:
     return Ether(bytes(packet))
 
 
-def udp4(payload: bytes) -> Packet:
+def udp4(payload: bytes, *, sport: int = 40000) -> Packet:
     packet: Packet = (
         Ether(src=MAC_A, dst=MAC_B)
         / IP(src="198.51.100.1", dst="198.51.100.2", id=9)
-        / UDP(sport=40000, dport=53)
+        / UDP(sport=sport, dport=53)
         / Raw(payload)
     )
     return Ether(bytes(packet))

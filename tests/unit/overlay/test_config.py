@@ -87,6 +87,10 @@ def test_our_name_beats_the_kubelan_alias() -> None:
         ({"peers_dns": "bad name!"}, "peers_dns", "DNS name"),
         ({"kubernetes_api": "127.0.0.1:6443"}, "kubernetes_api", "URL"),
         ({"kubernetes_api": "ftp://192.0.2.1"}, "kubernetes_api", "URL"),
+        ({"udp_checksum": "off"}, "udp_checksum", "on, zero"),
+        ({"source_ports": "257"}, "source_ports", "0-256"),
+        ({"source_ports": "-1"}, "source_ports", "0-256"),
+        ({"source_ports": "many"}, "source_ports", "not an integer"),
     ],
 )
 def test_bad_values_name_the_key_and_the_origin(flags: dict[str, object], key: str, fragment: str) -> None:
@@ -137,3 +141,26 @@ def test_kubernetes_api_from_flag_or_environment() -> None:
     environ = {"WEBSPACES_OVERLAY_KUBERNETES_API": "https://192.0.2.100:6443"}
     assert load({"local": "192.0.2.1"}, environ=environ).kubernetes_api == "https://192.0.2.100:6443"
     assert load({"local": "192.0.2.1"}, environ={}).kubernetes_api is None
+
+
+def test_wire_options_default_to_hashed_ports_with_gso() -> None:
+    config = load({"local": "192.0.2.1"}, environ={})
+    assert (config.udp_checksum, config.source_ports) == ("on", 16)
+
+
+def test_wire_options_from_flags_environment_and_file(tmp_path: Path) -> None:
+    config = load({"local": "192.0.2.1", "udp_checksum": "ZERO", "source_ports": "32"}, environ={})
+    assert (config.udp_checksum, config.source_ports) == ("zero", 32)
+    assert config.origins["udp_checksum"] == "--udp-checksum"
+    environ = {"WEBSPACES_OVERLAY_UDP_CHECKSUM": "zero", "WEBSPACES_OVERLAY_SOURCE_PORTS": "0"}
+    config = load({"local": "192.0.2.1"}, environ=environ)
+    assert (config.udp_checksum, config.source_ports) == ("zero", 0)
+    path = tmp_path / "overlay.yaml"
+    path.write_text("local: 192.0.2.1\nudp-checksum: zero\nsource_ports: 8\n")
+    config = load({"source_ports": "4"}, environ={}, config_file=path)
+    assert (config.udp_checksum, config.source_ports) == ("zero", 4)
+    assert config.origins["udp_checksum"] == str(path)
+    path.write_text("local: 192.0.2.1\nsource-ports: 1000\n")
+    with pytest.raises(ConfigError) as info:
+        load({}, environ={}, config_file=path)
+    assert info.value.key == "source_ports" and str(path) in str(info.value)
