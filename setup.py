@@ -18,7 +18,6 @@ from typing import Any
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-WIRE = "dataplane/wire"
 # Hand-written Cython modules, by dotted name; each has a pure-Python twin without the underscore.
 HANDWRITTEN = [
     "dataplane.wire._buffer",
@@ -28,6 +27,11 @@ HANDWRITTEN = [
     "dataplane.io._pump",
 ]
 CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame", "dns"]
+# Pure-Python modules compiled from their own source as `_name` twins, outside dataplane.wire.
+FROM_SOURCE = [f"dataplane.wire.{name}" for name in CODECS] + [
+    "dataplane.dhcp.pool",
+    "dataplane.dhcp.server",
+]
 
 
 def say(message: str) -> None:
@@ -48,11 +52,11 @@ def extensions() -> list[Any]:
         for name in HANDWRITTEN
         if os.path.exists(name.replace(".", "/") + ".pyx")
     ]
-    modules += [
-        Extension(f"dataplane.wire._{name}", [f"{WIRE}/{name}.py"])
-        for name in CODECS
-        if os.path.exists(f"{WIRE}/{name}.py")
-    ]
+    for dotted in FROM_SOURCE:
+        package, _, name = dotted.rpartition(".")
+        source = dotted.replace(".", "/") + ".py"
+        if os.path.exists(source):
+            modules.append(Extension(f"{package}._{name}", [source]))
     only = os.environ.get("WEBSPACES_BUILD_ONLY")
     if only:  # development aid: rebuild just these modules, e.g. WEBSPACES_BUILD_ONLY=ipv4,_batch
         wanted = {n.lstrip("_") for n in only.split(",")}
