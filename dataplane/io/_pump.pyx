@@ -26,6 +26,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from dataplane.overlay._vtep cimport Vtep
 
@@ -55,6 +56,9 @@ cdef extern from "<errno.h>":
 cdef extern from "<unistd.h>":
     ssize_t c_read "read"(int fd, void* buf, size_t count) nogil
     int c_close "close"(int fd) nogil
+
+cdef extern from "<sched.h>":
+    int sched_yield() nogil
 
 cdef extern from "<sys/uio.h>":
     struct iovec:
@@ -208,7 +212,19 @@ cdef enum:
     C_SYS_UDP_SEND
     C_SYS_UDP_RECV
     C_UDP_TX_MSGS
+    C_SPIN_POLLS
+    C_SPIN_HITS
+    C_SPIN_NS
     C_COUNT
+
+
+MAX_BUSY_POLL_US = 1000000
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef bint LITTLE = (<const uint16_t*><const char*>b"\x01\x00")[0] == 1
@@ -478,6 +494,11 @@ def source_slot(int port, int count):
     return slot_of(port, count)
 
 
+def _check_busy_poll(busy_poll):
+    if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
+        raise ValueError(f"busy_poll must be 0..{MAX_BUSY_POLL_US} microseconds, not {busy_poll}")
+
+
 def _check_size(int vnet_hdr_size):
     if vnet_hdr_size != 10 and vnet_hdr_size != 12:
         raise ValueError(f"vnet_hdr_size must be 10 or 12, not {vnet_hdr_size}")
@@ -557,6 +578,9 @@ cdef class Pump:
     cdef public bint soft_gro
     cdef readonly int port
     cdef int mtu
+    # busy-polling: after a round with traffic, poll (epoll_wait 0) until spin_until before blocking
+    cdef int64_t busy_ns
+    cdef int64_t spin_until
     cdef Vtep vtep
     cdef object sock
     cdef uint64_t counts[C_COUNT]
@@ -605,10 +629,12 @@ cdef class Pump:
         self.epfd = -1
 
     def __init__(self, int tap_fd, udp_sock, Vtep vtep not None, *, int vnet_hdr_size=10, gso=None,
-                 int batch=64, port=None, int rx_batch=16, bint soft_gro=True, send_socks=None):
+                 int batch=64, port=None, int rx_batch=16, bint soft_gro=True, send_socks=None,
+                 int busy_poll=0):
         cdef int i
         cdef epoll_event ev
         _check_size(vnet_hdr_size)
+        _check_busy_poll(busy_poll)
         if batch < 1 or batch > 1024:
             raise ValueError(f"batch must be 1..1024, not {batch}")
         if rx_batch < 1 or rx_batch > 1024:
@@ -641,6 +667,8 @@ cdef class Pump:
         except OSError:
             self.gro = False
         self.soft_gro = soft_gro
+        self.busy_ns = <int64_t>busy_poll * 1000
+        self.spin_until = 0
         self.rx_batch = rx_batch if self.gro else max(rx_batch, batch)
         self.rx_size = 65536 if self.gro else 2048 if self.mtu <= 1900 else 65536
         self.tap_buf = <uint8_t*>malloc(TAP_READ)
@@ -731,27 +759,77 @@ cdef class Pump:
 
     # -- loop ----------------------------------------------------------------------------------
 
+    @property
+    def busy_poll(self):
+        """The busy-poll window in microseconds (0: off); see ``pump.Pump.busy_poll``."""
+        return <int>(self.busy_ns // 1000)
+
+    @busy_poll.setter
+    def busy_poll(self, value):
+        _check_busy_poll(value)
+        self.busy_ns = <int64_t>value * 1000
+        self.spin_until = 0
+
     def run_once(self, double timeout):
-        """Wait up to ``timeout`` seconds for either descriptor, then drain both. Returns frames moved."""
+        """Wait up to ``timeout`` seconds for either descriptor, then drain both. Returns frames moved.
+
+        Within ``busy_poll`` microseconds of the last round that read a frame, the wait polls
+        without sleeping first (GIL released); see ``pump.Pump.run_once``.
+        """
         cdef epoll_event evs[2]
-        cdef int n, i, ms = <int>(timeout * 1000.0)
+        cdef int n = 0, i, ms, err = 0
         cdef int moved = 0
+        cdef int64_t start, limit, t
+        cdef uint64_t polls = 0, seen
         if self.epfd < 0:
             raise ValueError("the pump is closed")
-        if ms < 0:
-            ms = 0
-        with nogil:
-            n = epoll_wait(self.epfd, evs, 2, ms)
+        if timeout < 0:
+            timeout = 0
+        ms = <int>(timeout * 1000.0)
+        if self.spin_until:
+            with nogil:
+                start = now_ns()
+                limit = start + <int64_t>(timeout * 1e9)
+                if limit > self.spin_until:
+                    limit = self.spin_until
+                t = start
+                while True:
+                    n = epoll_wait(self.epfd, evs, 2, 0)
+                    polls += 1
+                    if n != 0:
+                        err = errno
+                        break
+                    t = now_ns()
+                    if t >= limit:
+                        break
+                    sched_yield()  # a task woken onto this CPU (the peer, the app) runs first
+            self.counts[C_SPIN_POLLS] += polls
+            self.counts[C_SPIN_NS] += <uint64_t>(t - start)
+            if n > 0:
+                self.counts[C_SPIN_HITS] += 1
+            else:
+                if t >= self.spin_until:
+                    self.spin_until = 0  # the window passed without a frame: block from now on
+                ms -= <int>((t - start) // 1000000)
+                if ms < 0:
+                    ms = 0
+        if n == 0:
+            with nogil:
+                n = epoll_wait(self.epfd, evs, 2, ms)
+                err = errno
         if n < 0:
-            if errno == EINTR:
+            if err == EINTR:
                 return 0
-            raise OSError(errno, "epoll_wait failed")
+            raise OSError(err, "epoll_wait failed")
         self.counts[C_EPOLL] += 1
+        seen = self.counts[C_TAP_RX_FRAMES] + self.counts[C_UDP_RX_DGRAMS]
         for i in range(n):
             if evs[i].data.fd == self.tap_fd:
                 moved += self._from_tap()
             else:
                 moved += self._from_udp()
+        if self.busy_ns and self.counts[C_TAP_RX_FRAMES] + self.counts[C_UDP_RX_DGRAMS] != seen:
+            self.spin_until = now_ns() + self.busy_ns
         return moved
 
     def run(self, stop, double timeout=0.05):
@@ -781,6 +859,12 @@ cdef class Pump:
             "gro_segments": c[C_GRO_SEGMENTS],
             "checksums_passed_on": c[C_CSUM_PASSED],
             "epoll_waits": c[C_EPOLL],
+            "busy_poll": {
+                "window_us": self.busy_ns // 1000,
+                "polls": c[C_SPIN_POLLS],
+                "hits": c[C_SPIN_HITS],
+                "seconds": c[C_SPIN_NS] / 1e9,
+            },
             "syscalls": {
                 "tap_read": c[C_SYS_TAP_READ],
                 "tap_write": c[C_SYS_TAP_WRITE],

@@ -119,6 +119,9 @@ class Agent:
                 f"local: {config.local} is not an address of any interface in this network namespace"
             )
         mtu = config.underlay_mtu_default(measured)
+        if config.cpu is not None and config.cpu not in os.sched_getaffinity(0):
+            allowed = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+            raise AgentError(f"cpu: CPU {config.cpu} is not one this process may run on ({allowed})")
         pump_module, vtep_module = self._modules()
         try:
             udp = open_udp(config.local, config.port)
@@ -187,8 +190,9 @@ class Agent:
             vnet_hdr_size=tap.vnet_hdr_size,
             gso=False if zero else (pool.gso if pool.socks else udp.gso),
             send_socks=pool.socks,
+            busy_poll=config.busy_poll,
         )
-        self._datapath = DatapathThread(self._pump)
+        self._datapath = DatapathThread(self._pump, cpu=config.cpu)
         if not self.sources:
             try:
                 self.sources = discovery.sources_from_config(config)
@@ -197,7 +201,7 @@ class Agent:
                 raise AgentError(f"peers: {exc}") from None
         log.info(
             "overlay %s up (%s): vni %d, udp %s:%d, mtu %d, offloads %s, udp gso=%s gro=%s, "
-            "source ports %s, outer checksum %s, %s data path",
+            "source ports %s, outer checksum %s, busy poll %s, data-path CPU %s, %s data path",
             tap.name,
             "adopted the existing persistent TAP" if tap.adopted else "created a persistent TAP",
             config.vni,
@@ -209,6 +213,8 @@ class Agent:
             udp.gro,
             f"{len(pool)} in {min(pool.ports)}-{max(pool.ports)}" if pool.socks else f"{udp.port} only",
             "zero" if self._pump.checksum_zero else "on",
+            f"{config.busy_poll} us" if config.busy_poll else "off",
+            "any" if config.cpu is None else config.cpu,
             "compiled" if pump_module.__name__.rpartition(".")[2].startswith("_") else "pure-Python",
         )
 

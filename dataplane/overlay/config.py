@@ -38,6 +38,13 @@ DEFAULT_UDP_CHECKSUM = "on"
 # Send sockets bound to ports spread over 49152-65535, one chosen per inner flow (RFC 7348 §5).
 DEFAULT_SOURCE_PORTS = 16
 MAX_SOURCE_PORTS = 256
+# Busy-poll window of the data path in microseconds: after a round with traffic the data-path
+# thread polls for this long before it sleeps, so a reply that comes back soon needs no wake-up.
+# Off by default: on the 2-vCPU benchmark VM it did not lower RTT and, with the CPUs shared, raised
+# p99 (BENCHMARKS.md, overlay); it is for nodes with a core to spare for the data path.
+DEFAULT_BUSY_POLL = 0
+MAX_BUSY_POLL = 10000
+CPU_LIMIT = 4096  # CONFIG_NR_CPUS upper bound; whether the CPU exists is checked at start-up
 FALLBACK_MTU = 1450  # a 1500-byte underlay less the 50 bytes of VXLAN over IPv4 (RFC 7348 §4)
 
 
@@ -64,6 +71,9 @@ class OverlayConfig:
     udp_checksum: str = DEFAULT_UDP_CHECKSUM
     # Send sockets on flow-hashed source ports in 49152-65535; 0 sends from `port` (one source port).
     source_ports: int = DEFAULT_SOURCE_PORTS
+    # Microseconds the data path keeps polling after traffic before it sleeps; 0: never poll.
+    busy_poll: int = DEFAULT_BUSY_POLL
+    cpu: int | None = None  # pin the data-path thread to this CPU; None: wherever the kernel runs it
     local: str | None = None  # this node's underlay address (kubelan: the pod IP)
     peers: tuple[str, ...] = ()
     peers_dns: str | None = None  # headless Service name whose A records are the peers
@@ -235,6 +245,24 @@ def _check_source_ports(value: Any) -> int:
     return count
 
 
+def _check_busy_poll(value: Any) -> int:
+    micros = _int(value)
+    if not 0 <= micros <= MAX_BUSY_POLL:
+        raise ValueError(f"busy poll out of range 0-{MAX_BUSY_POLL} microseconds (0: off): {micros}")
+    return micros
+
+
+def _check_cpu(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "any"):
+        return None
+    cpu = _int(value)
+    if cpu == -1:
+        return None
+    if not 0 <= cpu < CPU_LIMIT:
+        raise ValueError(f"not a CPU number (0-{CPU_LIMIT - 1}, or -1 for any): {cpu}")
+    return cpu
+
+
 def _check_peers(value: Any) -> tuple[str, ...]:
     return tuple(_ipv4(item) for item in _list(value))
 
@@ -314,6 +342,8 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "port": _check_port,
     "udp_checksum": _check_udp_checksum,
     "source_ports": _check_source_ports,
+    "busy_poll": _check_busy_poll,
+    "cpu": _check_cpu,
     "local": _ipv4,
     "peers": _check_peers,
     "peers_dns": _check_dns_name,
@@ -430,6 +460,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"send sockets on flow-hashed source ports in 49152-65535 (default {DEFAULT_SOURCE_PORTS}; "
         "0: send from --port)",
+    )
+    parser.add_argument(
+        "--busy-poll",
+        metavar="MICROSECONDS",
+        help=f"after traffic, poll this long before sleeping (default {DEFAULT_BUSY_POLL}; 0: off); "
+        "cuts round-trip latency, costs at most this much CPU time per burst",
+    )
+    parser.add_argument(
+        "--cpu",
+        metavar="N",
+        help="pin the data-path thread to CPU N (default: not pinned; -1: not pinned)",
     )
     parser.add_argument("--local", metavar="ADDR", help="this node's underlay IPv4 address (required)")
     parser.add_argument(

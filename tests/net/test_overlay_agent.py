@@ -436,6 +436,9 @@ def test_startup_errors_are_clear(lab: OverlayLab) -> None:
     # Bad values name the key, from a flag and from the environment.
     fails(2, "vni", "--vni", argv=[*argv, "--vni", "99999999"])
     fails(2, "mtu", "WEBSPACES_OVERLAY_MTU", env={**env, "WEBSPACES_OVERLAY_MTU": "jumbo"})
+    fails(2, "busy_poll", "--busy-poll", argv=[*argv, "--busy-poll", "-3"])
+    # A CPU this process may not run on (valid as a number, checked against the affinity mask).
+    fails(1, "cpu", "4000", argv=[*argv, "--cpu", "4000"])
     # An unknown YAML key.
     config = lab.tmp / "overlay.yaml"
     config.write_text(f"local: {underlay(0)}\nvnii: 5\n")

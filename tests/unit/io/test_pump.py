@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -160,6 +161,87 @@ def test_arguments_are_checked(impl: ModuleType) -> None:
             impl.Pump(0, udp, make_vtep(impl), batch=0)
         with pytest.raises(ValueError, match="10 or 12"):
             impl.Pump(0, udp, make_vtep(impl), vnet_hdr_size=8)
+
+
+def _poke(udp: socket.socket) -> None:
+    """One datagram the VTEP drops: traffic for the pump without a peer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(os.urandom(64), udp.getsockname())
+
+
+def test_busy_poll_is_off_by_default_and_never_spins(rig: tuple[Any, socket.socket, socket.socket]) -> None:
+    pump, _, udp = rig
+    assert pump.busy_poll == 0
+    _poke(udp)
+    drain(pump)
+    assert pump.stats()["udp_rx_datagrams"] == 1
+    assert pump.stats()["busy_poll"] == {"window_us": 0, "polls": 0, "hits": 0, "seconds": 0.0}
+
+
+def test_busy_poll_window_spins_after_traffic_then_blocks(
+    rig: tuple[Any, socket.socket, socket.socket],
+) -> None:
+    pump, _, udp = rig
+    pump.busy_poll = 20_000  # 20 ms: wide enough to see on a loaded machine
+    assert pump.run_once(0.0) == 0  # idle: no window open, nothing polled
+    assert pump.stats()["busy_poll"]["polls"] == 0
+    _poke(udp)
+    pump.run_once(1.0)  # the datagram: opens the window
+    assert pump.stats()["udp_rx_datagrams"] == 1
+    started = time.monotonic()
+    pump.run_once(0.2)  # nothing comes: spins out the window, then blocks for the rest
+    elapsed = time.monotonic() - started
+    spun = pump.stats()["busy_poll"]
+    assert spun["window_us"] == 20_000
+    assert spun["polls"] >= 1 and spun["hits"] == 0
+    assert 0.015 <= spun["seconds"] <= elapsed + 0.001
+    assert 0.15 <= elapsed < 2.0
+    # The window is closed now: the next wait blocks at once, and polls no more.
+    pump.run_once(0.01)
+    assert pump.stats()["busy_poll"]["polls"] == spun["polls"]
+
+
+def test_busy_poll_picks_up_traffic_and_honours_the_timeout(
+    rig: tuple[Any, socket.socket, socket.socket],
+) -> None:
+    pump, _, udp = rig
+    pump.busy_poll = 500_000
+    _poke(udp)
+    pump.run_once(1.0)
+    _poke(udp)
+    started = time.monotonic()
+    pump.run_once(1.0)  # found while polling: returns at once, window re-opened
+    assert time.monotonic() - started < 0.25
+    spun = pump.stats()["busy_poll"]
+    assert spun["hits"] == 1 and pump.stats()["udp_rx_datagrams"] == 2
+    started = time.monotonic()
+    assert pump.run_once(0.0) == 0  # a zero timeout never waits, window or not
+    assert pump.run_once(0.02) == 0  # nor polls longer than the timeout
+    assert time.monotonic() - started < 0.25
+    pump.busy_poll = 0  # 0 turns it off and closes the window
+    polls = pump.stats()["busy_poll"]["polls"]
+    _poke(udp)
+    drain(pump)
+    assert pump.stats()["busy_poll"]["polls"] == polls
+
+
+def test_busy_poll_is_checked(impl: ModuleType) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(ValueError, match="busy_poll"):
+            impl.Pump(0, udp, make_vtep(impl), busy_poll=-1)
+        with pytest.raises(ValueError, match="busy_poll"):
+            impl.Pump(0, udp, make_vtep(impl), busy_poll=2_000_000)
+        udp.bind(("127.0.0.1", 0))
+        tap_side, pump_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with tap_side, pump_side:
+            pump = impl.Pump(pump_side.fileno(), udp, make_vtep(impl), busy_poll=30)
+            try:
+                assert pump.busy_poll == 30 and pump.stats()["busy_poll"]["window_us"] == 30
+                with pytest.raises(ValueError, match="busy_poll"):
+                    pump.busy_poll = -5
+                assert pump.busy_poll == 30
+            finally:
+                pump.close()
 
 
 def test_load_pump_honours_the_environment() -> None:

@@ -91,6 +91,12 @@ def test_our_name_beats_the_kubelan_alias() -> None:
         ({"source_ports": "257"}, "source_ports", "0-256"),
         ({"source_ports": "-1"}, "source_ports", "0-256"),
         ({"source_ports": "many"}, "source_ports", "not an integer"),
+        ({"busy_poll": "-1"}, "busy_poll", "0-10000"),
+        ({"busy_poll": "10001"}, "busy_poll", "0-10000"),
+        ({"busy_poll": "fast"}, "busy_poll", "not an integer"),
+        ({"cpu": "-2"}, "cpu", "not a CPU number"),
+        ({"cpu": "4096"}, "cpu", "not a CPU number"),
+        ({"cpu": "first"}, "cpu", "not an integer"),
     ],
 )
 def test_bad_values_name_the_key_and_the_origin(flags: dict[str, object], key: str, fragment: str) -> None:
@@ -164,3 +170,23 @@ def test_wire_options_from_flags_environment_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load({}, environ={}, config_file=path)
     assert info.value.key == "source_ports" and str(path) in str(info.value)
+
+
+def test_latency_options_default_to_off_and_unpinned() -> None:
+    config = load({"local": "192.0.2.1"}, environ={})
+    assert (config.busy_poll, config.cpu) == (0, None)
+
+
+def test_latency_options_from_flags_environment_and_file(tmp_path: Path) -> None:
+    config = load({"local": "192.0.2.1", "busy_poll": "50", "cpu": "1"}, environ={})
+    assert (config.busy_poll, config.cpu) == (50, 1)
+    assert config.origins["busy_poll"] == "--busy-poll" and config.origins["cpu"] == "--cpu"
+    environ = {"WEBSPACES_OVERLAY_BUSY_POLL": "20", "WEBSPACES_OVERLAY_CPU": "0"}
+    config = load({"local": "192.0.2.1"}, environ=environ)
+    assert (config.busy_poll, config.cpu) == (20, 0)
+    assert load({"local": "192.0.2.1", "cpu": "-1"}, environ=environ).cpu is None
+    path = tmp_path / "overlay.yaml"
+    path.write_text("local: 192.0.2.1\nbusy-poll: 30\ncpu: 1\n")
+    config = load({}, environ={}, config_file=path)
+    assert (config.busy_poll, config.cpu) == (30, 1)
+    assert config.origins["cpu"] == str(path)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -75,3 +76,28 @@ def test_a_dying_pump_is_reported_and_answers_queued_calls() -> None:
     assert not datapath.alive
     assert isinstance(datapath.error, OSError)
     assert datapath.submit(lambda: 7).result(timeout=1) == 7
+
+
+def test_cpu_pins_the_datapath_thread_only() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[-1]
+    datapath = DatapathThread(FakePump(), poll_interval=0.005, cpu=cpu)
+    assert datapath.affinity is None
+    datapath.start()
+    try:
+        datapath.submit(lambda: None).result(timeout=2)  # the thread is past its start-up
+        assert datapath.affinity == {cpu}
+        assert sorted(os.sched_getaffinity(0)) == allowed  # the calling thread is not pinned
+    finally:
+        datapath.stop()
+    assert datapath.affinity is None
+
+
+def test_an_unusable_cpu_is_logged_and_the_thread_runs(caplog: pytest.LogCaptureFixture) -> None:
+    datapath = DatapathThread(FakePump(), poll_interval=0.005, cpu=4095)
+    datapath.start()
+    try:
+        assert datapath.submit(lambda: 5).result(timeout=2) == 5
+    finally:
+        datapath.stop()
+    assert "cannot pin the data-path thread to CPU 4095" in caplog.text
