@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from dataplane.dhcp import config as dhcp_config
 from dataplane.overlay import config as overlay_config
 from dataplane.wire import implementation_report
 
@@ -78,7 +79,87 @@ def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=_overlay)
 
 
-SUBCOMMANDS: list[Register] = [_register_info, _register_overlay]
+def _dhcp(args: argparse.Namespace) -> int:
+    from dataplane.dhcp import service  # noqa: PLC0415 - pulls in pyroute2/uvicorn; only when run
+
+    try:
+        config = dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config)
+    except dhcp_config.ConfigError as exc:
+        print(f"webspaces dhcp: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug output is per netlink message
+    try:
+        return service.main(config)
+    except service.ServiceError as exc:
+        print(f"webspaces dhcp: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dhcp_leases(args: argparse.Namespace) -> int:
+    from dataplane.dhcp import service  # noqa: PLC0415
+
+    try:
+        path = args.store_path or dhcp_config.load_leases_path(args.config)
+    except dhcp_config.ConfigError as exc:
+        print(f"webspaces dhcp leases: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        leases = service.read_leases(path)
+    except service.ServiceError as exc:
+        print(f"webspaces dhcp leases: {exc}", file=sys.stderr)
+        return 1
+    rows = [service.lease_row(lease) for lease in leases]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ("address", "mac", "client id", "hostname", "state", "expires")
+    keys = ("address", "mac", "client_id", "hostname", "state", "expires")
+    table = [headers] + [
+        tuple(str(row[key] if row[key] is not None else "-") for key in keys) for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _register_dhcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "dhcp",
+        help="run the DHCP server on an interface, or list its leases",
+        description="Serve DHCPv4 (RFC 2131) on a plain Linux interface: pools with exclusions, MAC "
+        "reservations, options 1, 3, 6, 15, 26, 28, 51, 54, 58, 59, relayed requests (giaddr), and "
+        "leases that survive kill -9 (no ACK leaves before its lease is on disk). Every option is "
+        "also a key of the --config YAML file and an environment variable WEBSPACES_DHCP_<KEY>; "
+        "flags win over the environment, which wins over the file. 'webspaces dhcp leases' lists "
+        "the leases of a store, also while a server is using it.",
+        epilog="Example: webspaces dhcp --interface eth1 --server-address 192.0.2.1/24 "
+        "--pool 192.0.2.100-192.0.2.199 --router 192.0.2.1 --dns 192.0.2.1 --leases /var/lib/ws/leases",
+    )
+    dhcp_config.add_arguments(parser)
+    parser.set_defaults(handler=_dhcp)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    leases = commands.add_parser(
+        "leases",
+        help="list the leases of a lease store (read-only; safe while the server runs)",
+        description="List the lease records of a store: address, MAC, client id, hostname, state "
+        "and expiry. Read-only: the server may keep running and writing it.",
+    )
+    leases.add_argument(
+        "--leases",
+        dest="store_path",
+        metavar="PATH",
+        help="the lease store (default: WEBSPACES_DHCP_LEASES, then the leases key of "
+        f"'webspaces dhcp --config FILE leases', then {dhcp_config.DEFAULT_LEASES})",
+    )
+    leases.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    leases.set_defaults(handler=_dhcp_leases)
+
+
+SUBCOMMANDS: list[Register] = [_register_info, _register_overlay, _register_dhcp]
 
 
 def build_parser() -> argparse.ArgumentParser:
