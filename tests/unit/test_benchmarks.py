@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from benchmarks import harness
-from benchmarks.scenarios import overlay
+from benchmarks.netlab import LabError
+from benchmarks.scenarios import dhcp, overlay
 from dataplane.wire import _select
 from tests.conftest import require
 
@@ -53,13 +56,13 @@ def test_wire_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert harness.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert [line.split()[0] for line in out.splitlines()] == ["overlay", "wire"]
+    assert [line.split()[0] for line in out.splitlines()] == ["dhcp", "overlay", "wire"]
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "nope"], "unknown scenario 'nope'; valid: overlay, wire, all"),
+        (["run", "nope"], "unknown scenario 'nope'; valid: dhcp, overlay, wire, all"),
         (["run", "all", "--json", "x.json"], "--json-dir"),
         (["run", "wire", "--json", "/nonexistent/dir/x.json"], "does not exist"),
     ],
@@ -145,3 +148,120 @@ def test_overlay_parsers(output: str, times: list[float]) -> None:
     assert overlay.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
     assert overlay.percentile([float(k) for k in range(1, 101)], 0.99) == 99.0
     assert overlay.prometheus_values('# HELP\na{stat="x"} 4.0\nb 2\n') == {'a{stat="x"}': 4.0, "b": 2.0}
+
+
+DHCP_RATIOS = {"vs_kea", "vs_dnsmasq", "compiled_vs_pure", "alloc_1m_vs_1k", "restart_100k_s"}
+
+
+@pytest.mark.net
+def test_dhcp_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require(os.geteuid() == 0, "needs root (network namespaces)")
+    for tool in ("perfdhcp", "dnsmasq", "kea-dhcp4"):
+        require(shutil.which(tool) is not None, f"needs {tool}")
+    path = tmp_path / "dhcp.json"
+    assert harness.main(["run", "dhcp", "--quick", "--json", str(path)]) == 0
+    document = json.loads(path.read_text())
+    assert document["scenario"] == "dhcp"
+    assert document["command"] == f"python -m benchmarks run dhcp --quick --json {path}"
+    for result in document["results"]:
+        assert set(result) == {"name", "impl", "value", "unit"}
+        assert result["value"] > 0
+    notes = document["notes"]
+    assert "missing" not in notes, notes.get("missing")  # ours must run, not be skipped
+    names = {(result["name"], result["impl"]) for result in document["results"]}
+    assert {("DORA at <=2.5% drops", impl) for impl in dhcp.QUICK.impls} <= names
+    assert document["ratios"].keys() >= DHCP_RATIOS
+    assert all(math.isfinite(value) and value > 0 for value in document["ratios"].values())
+    for impl in dhcp.QUICK.impls:
+        rate = notes["rates"][impl]
+        assert rate["best_step"]["passed"] and rate["best_step"]["drop_pct"] <= 2.5
+        assert all({"offered", "discover_sent", "ack_received", "drop_pct"} <= set(s) for s in rate["steps"])
+    assert ET.fromstring(path.with_suffix(".svg").read_text()).tag.endswith("svg")
+    assert "vs_kea" in capsys.readouterr().out
+
+
+def test_dhcp_missing_prerequisite_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(dhcp, "can_run", lambda: None)
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "perfdhcp" else f"/usr/bin/{tool}")
+    assert harness.main(["run", "dhcp", "--quick"]) == 2
+    assert "dhcp scenario: needs perfdhcp on PATH (Debian package kea-admin)" in capsys.readouterr().err
+
+
+PERFDHCP_OUTPUT = """Running: perfdhcp -4 -l c0 -r 8000 -R 200 -p 3 -W 300000
+***Rate statistics***
+Rate: 7339.58 4-way exchanges/second, expected rate: 8000
+
+***Statistics for: DISCOVER-OFFER***
+sent packets: 23998
+received packets: 23519
+drops: 479
+drops ratio: 1.996 %
+orphans: 0
+
+***Statistics for: REQUEST-ACK***
+sent packets: 23519
+received packets: 23499
+drops: 20
+drops ratio: 0.085 %
+"""
+
+
+def test_dhcp_perfdhcp_parser() -> None:
+    assert dhcp.parse_perfdhcp(PERFDHCP_OUTPUT) == {
+        "DISCOVER-OFFER": {"sent packets": 23998, "received packets": 23519, "drops": 479},
+        "REQUEST-ACK": {"sent packets": 23519, "received packets": 23499, "drops": 20},
+    }
+    step = dhcp.step_from_output(8000, 3.0, PERFDHCP_OUTPUT)
+    assert (step.discover_sent, step.ack_received) == (23998, 23499)
+    assert step.drop_fraction == pytest.approx(1 - 23499 / 23998)
+    assert step.passed and step.completed_per_s == pytest.approx(23499 / 3)
+    no_offer = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 0\ndrops: 10\n"
+    step = dhcp.step_from_output(10, 1.0, no_offer)
+    assert not step.passed and step.ack_received == 0
+    with pytest.raises(LabError):
+        dhcp.step_from_output(10, 1.0, "perfdhcp: error")
+
+
+def _fake_server(
+    capacity: int, noisy: frozenset[int] = frozenset()
+) -> tuple[list[int], Callable[[int], dhcp.Step]]:
+    tried: list[int] = []
+
+    def run_step(rate: int) -> dhcp.Step:
+        tried.append(rate)
+        sent = rate * 2
+        acked = min(sent, capacity * 2)
+        if rate in noisy and tried.count(rate) == 1:
+            acked = int(sent * 0.9)  # a one-off bad step
+        return dhcp.Step(rate, 2.0, sent, acked, acked, acked)
+
+    return tried, run_step
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+def test_dhcp_find_rate_doubles_then_bisects(confirm: bool) -> None:
+    plan = dataclasses.replace(dhcp.FULL, start_rate=250, bisections=3, confirm_failures=confirm)
+    tried, run_step = _fake_server(capacity=1400)
+    best, steps = dhcp.find_rate(run_step, plan)
+    assert best is not None and best.passed
+    # 250, 500, 1000 pass; 2000 fails by 30 % (clearly: never run again); bisect: 1500 fails by
+    # 6.7 % (narrowly: run again when confirming), 1250 passes, 1375 passes.
+    again = [1500] if confirm else []
+    assert tried == [250, 500, 1000, 2000, 1500, *again, 1250, 1375]
+    assert best.offered == 1375 and len(steps) == len(tried)
+
+
+def test_dhcp_find_rate_confirms_a_narrow_failure_and_halves_below_start() -> None:
+    plan = dataclasses.replace(dhcp.FULL, start_rate=250, bisections=0, confirm_failures=True)
+    tried, run_step = _fake_server(capacity=10_000, noisy=frozenset({500}))
+    best, _ = dhcp.find_rate(run_step, plan)
+    # The 10 % failure at 500 was run again, and passed; 16000 fails by 37.5 %: not run again.
+    assert tried == [250, 500, 500, 1000, 2000, 4000, 8000, 16000]
+    assert best is not None and best.offered == 8000
+    tried, run_step = _fake_server(capacity=60)
+    best, _ = dhcp.find_rate(run_step, plan)
+    # 250 and 125 fail clearly; 62 fails narrowly (3.2 % drops), twice; 31 passes.
+    assert tried == [250, 125, 62, 62, 31]
+    assert best is not None and best.offered == 31
