@@ -1,10 +1,12 @@
 """``dhcp``: perfdhcp DORA rate against our server (compiled, pure), dnsmasq and Kea; allocation and restart.
 
-**Lease rate.** Two namespaces joined by a veth: ``perfdhcp`` (Debian's ``kea-admin``) in one, at
-192.0.2.1/24, the server in the other, at 192.0.2.2/24. perfdhcp always acts as a relay (spec 4.3,
-gotcha 7): it sends from port 67 with ``giaddr`` = 192.0.2.1, so every server serves the pool
-192.0.2.10-192.0.2.250 of the giaddr's subnet, and perfdhcp simulates :data:`CLIENTS` clients
-(``-R``; fewer than the pool's 241 addresses, so no server runs out). Each configuration gets fresh
+**Lease rate.** Two namespaces joined by a veth, on the webspaces LAN plan (kuberouter parity,
+spec 1): ``perfdhcp`` (Debian's ``kea-admin``) in one, at 172.24.254.2/16, the server in the other,
+at 172.24.254.1/16. perfdhcp always acts as a relay (spec 4.3, gotcha 7): it sends from port 67
+with ``giaddr`` = 172.24.254.2, so every server serves the production pool 172.24.1.1-172.24.253.254
+(64,766 addresses) of the giaddr's subnet, and perfdhcp simulates :data:`CLIENTS` clients (``-R``),
+as many as a busy LAN has containers: the lease file grows to thousands of entries, which is what
+the reference's one-file-rewrite-per-change lease database pays for. Each configuration gets fresh
 namespaces and a fresh lease file:
 
 * ``ours-compiled``: ``webspaces dhcp`` with its durable lease store (``--leases``, an fsync per
@@ -66,11 +68,11 @@ from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableErro
 from ..netlab import LabError, NetLab, can_run, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-RELAY_ADDRESS = "192.0.2.1"  # perfdhcp's interface address: its giaddr
-SERVER_ADDRESS = "192.0.2.2"
-PREFIX = 24
-POOL = ("192.0.2.10", "192.0.2.250")  # 241 addresses in the giaddr's subnet
-CLIENTS = 200  # perfdhcp -R: simulated clients, fewer than the pool
+RELAY_ADDRESS = "172.24.254.2"  # perfdhcp's interface address: its giaddr
+SERVER_ADDRESS = "172.24.254.1"
+PREFIX = 16
+POOL = ("172.24.1.1", "172.24.253.254")  # the production pool, in the giaddr's subnet
+CLIENTS = 20_000  # perfdhcp -R: simulated clients, fewer than the pool
 LEASE_TIME = 3600
 MAX_DROP = 0.025  # a step passes with at most 2.5 % of exchanges not completed
 CONFIRM_BELOW = 0.15  # a step failing with fewer drops than this may be noise: it is run again
@@ -307,7 +309,7 @@ def kea_config(workdir: Path, *, persist: bool) -> dict[str, Any]:
             "lease-database": database,
             "valid-lifetime": LEASE_TIME,
             "subnet4": [
-                {"id": 1, "subnet": f"192.0.2.0/{PREFIX}", "pools": [{"pool": f"{POOL[0]} - {POOL[1]}"}]}
+                {"id": 1, "subnet": f"172.24.0.0/{PREFIX}", "pools": [{"pool": f"{POOL[0]} - {POOL[1]}"}]}
             ],
             "loggers": [
                 {
@@ -361,7 +363,7 @@ class Bed:
                 "--no-ping",
                 f"--dhcp-leasefile={self.workdir / 'dnsmasq.leases'}",
                 f"--dhcp-lease-max={CLIENTS * 10}",
-                f"--dhcp-range={POOL[0]},{POOL[1]},255.255.255.0,{LEASE_TIME}",
+                f"--dhcp-range={POOL[0]},{POOL[1]},255.255.0.0,{LEASE_TIME}",
                 "--dhcp-authoritative",
                 f"--interface={SERVER_DEV}",
                 "--bind-interfaces",
