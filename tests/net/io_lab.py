@@ -1,7 +1,7 @@
 """Two namespaces joined by a veth, for the I/O port tests and the overlay measurements.
 
 Underlay 192.0.2.1/.2 on the veth; overlay 198.51.100.1/.2 (MTU 1450) either on our TAP driven by a
-pump runner (``dataplane.io._selftest``) in each namespace, or on a kernel VXLAN device (the
+pump runner (``tests.net.pump_runner``) in each namespace, or on a kernel VXLAN device (the
 reference, with its default offloads). Every name carries a per-run prefix; :meth:`IoLab.close`
 removes what was created and stops only the processes started here.
 """
@@ -89,7 +89,7 @@ class IoLab:
                 ns,
                 sys.executable,
                 "-m",
-                "dataplane.io._selftest",
+                "tests.net.pump_runner",
                 "--tap",
                 self.tap,
                 "--local",

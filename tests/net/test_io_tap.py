@@ -1,7 +1,7 @@
 """TAP and pump in namespaces this test creates: persistence, offloads, two pumps end to end.
 
 Two namespaces joined by a veth (underlay 192.0.2.1/.2), a TAP in each (198.51.100.1/.2, MTU 1450)
-driven by ``dataplane.io._selftest``; ping and TCP both ways with the compiled and the pure pump, and
+driven by ``tests.net.pump_runner``; ping and TCP both ways with the compiled and the pure pump, and
 the throughput against kernel VXLAN in the same set-up (printed; the benchmark owns the ratio).
 """
 
@@ -116,7 +116,7 @@ def test_kernel_vxlan_peer_interoperates_with_our_pump(lab: IoLab) -> None:
             b,
             sys.executable,
             "-m",
-            "dataplane.io._selftest",
+            "tests.net.pump_runner",
             "--tap",
             lab.tap,
             "--local",

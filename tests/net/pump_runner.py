@@ -1,9 +1,9 @@
 """A minimal overlay node for tests and measurements: one TAP, one UDP socket, one pump, static peers.
 
-Not the product agent (``webspaces overlay``): no discovery, no health endpoint. The net tests run
-it inside a namespace they created::
+A test tool, not the product agent (``webspaces overlay``): no discovery, no health endpoint. The
+net tests run it inside a namespace they created::
 
-    python -m dataplane.io._selftest --tap wsA --local 192.0.2.1 --peer 192.0.2.2 \\
+    python -m tests.net.pump_runner --tap wsA --local 192.0.2.1 --peer 192.0.2.2 \\
         --address 198.51.100.1/24 --impl compiled --ready /tmp/ready --stats /tmp/stats.json
 
 It writes ``--ready`` once the pump runs, and ``--stats`` (JSON) when it stops on SIGTERM/SIGINT
@@ -22,15 +22,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import compiled_pump
-from . import pump as pure_pump
-from .errors import IoError
-from .tap import Tap
-from .udp import SendPool, open_send_pool, open_udp, set_no_check
+from dataplane.io import compiled_pump
+from dataplane.io import pump as pure_pump
+from dataplane.io.errors import IoError
+from dataplane.io.tap import Tap
+from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dataplane.io._selftest")
+    p = argparse.ArgumentParser(prog="python -m tests.net.pump_runner")
     p.add_argument("--tap", required=True)
     p.add_argument("--local", required=True)
     p.add_argument("--peer", action="append", default=[])
