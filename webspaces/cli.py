@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from dataplane.config import ConfigError
 from dataplane.dhcp import config as dhcp_config
 from dataplane.overlay import config as overlay_config
 from dataplane.wire import implementation_report
@@ -49,7 +50,7 @@ def _overlay(args: argparse.Namespace) -> int:
     flags = {key: getattr(args, key, None) for key in overlay_config.KEYS}
     try:
         config = overlay_config.load(flags, config_file=args.config)
-    except overlay_config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"webspaces overlay: bad configuration: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -84,7 +85,7 @@ def _dhcp(args: argparse.Namespace) -> int:
 
     try:
         config = dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config)
-    except dhcp_config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"webspaces dhcp: bad configuration: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -103,7 +104,7 @@ def _dhcp_leases(args: argparse.Namespace) -> int:
 
     try:
         path = args.store_path or dhcp_config.load_leases_path(args.config)
-    except dhcp_config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"webspaces dhcp leases: bad configuration: {exc}", file=sys.stderr)
         return 2
     try:

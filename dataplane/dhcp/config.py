@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dataplane.config import ConfigError, read_yaml
 
 ENV_PREFIX = "WEBSPACES_DHCP_"
 DEFAULT_LEASE_TIME = 7200  # kuberouter's dnsmasq: 2 h (spec 3.2)
@@ -45,16 +45,6 @@ _DNS_NAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_-]{1,63}\.?$"
 )
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; ``key`` names it, ``origin`` says where it came from."""
-
-    def __init__(self, key: str, message: str, origin: str = "") -> None:
-        where = f" (from {origin})" if origin else ""
-        super().__init__(f"{key}{where}: {message}")
-        self.key = key
-        self.origin = origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,20 +311,6 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, raw: Any, 
     else:
         values[key] = checked
     origins[key] = origin
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}", str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("config", f"not valid YAML: {exc}", str(path)) from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError("config", "the file must hold a mapping of keys to values", str(path))
-    return document
 
 
 def load(

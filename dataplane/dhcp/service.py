@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane.io.errors import IoError
+from dataplane.lifecycle import run_until_signalled
 
 from . import DhcpServer, ServerConfig, events, open_store
 from . import Reservation as CoreReservation
@@ -538,24 +538,7 @@ def create_app(snapshot: Callable[[], Snapshot]) -> Any:
 
 def main(config: DhcpConfig) -> int:
     """Run until SIGTERM/SIGINT; the exit status for the command line. ServiceError on start-up."""
-    service = Service(config)
-    try:
-        service.open()
-    except BaseException:
-        service.close()
-        raise
-
-    async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        return await service.run(stop)
-
-    try:
-        return asyncio.run(serve())
-    finally:
-        service.close()
+    return run_until_signalled(Service(config))
 
 
 __all__ = [

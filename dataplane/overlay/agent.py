@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -30,6 +29,7 @@ from dataplane.io import load_pump
 from dataplane.io.errors import AddressNotAvailable, IoError, PermissionDenied, PortInUse
 from dataplane.io.tap import Tap
 from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
+from dataplane.lifecycle import run_until_signalled
 
 from . import discovery
 from .config import OverlayConfig
@@ -361,24 +361,7 @@ class Agent:
 
 def main(config: OverlayConfig, *, compiled: bool | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; the exit status for the command line."""
-    agent = Agent(config, compiled=compiled)
-    try:
-        agent.open()
-    except AgentError:
-        agent.close()
-        raise
-
-    async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        return await agent.run(stop)
-
-    try:
-        return asyncio.run(serve())
-    finally:
-        agent.close()
+    return run_until_signalled(Agent(config, compiled=compiled))
 
 
 __all__ = ["Agent", "AgentError", "PermissionDenied", "main"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dataplane.config import ConfigError, read_yaml
 
 ENV_PREFIX = "WEBSPACES_OVERLAY_"
 DEFAULT_INTERFACE = "overlay0"
@@ -46,16 +46,6 @@ DEFAULT_BUSY_POLL = 0
 MAX_BUSY_POLL = 10000
 CPU_LIMIT = 4096  # CONFIG_NR_CPUS upper bound; whether the CPU exists is checked at start-up
 FALLBACK_MTU = 1450  # a 1500-byte underlay less the 50 bytes of VXLAN over IPv4 (RFC 7348 §4)
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; ``key`` names it, ``origin`` says where it came from."""
-
-    def __init__(self, key: str, message: str, origin: str = "") -> None:
-        where = f" (from {origin})" if origin else ""
-        super().__init__(f"{key}{where}: {message}")
-        self.key = key
-        self.origin = origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,20 +374,6 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, raw: Any, 
     except ValueError as exc:
         raise ConfigError(key, str(exc), origin) from None
     origins[key] = origin
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}", str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("config", f"not valid YAML: {exc}", str(path)) from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError("config", "the file must hold a mapping of keys to values", str(path))
-    return document
 
 
 def load(

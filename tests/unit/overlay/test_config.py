@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.overlay.config import ConfigError, OverlayConfig, load
+from dataplane.config import ConfigError
+from dataplane.overlay.config import OverlayConfig, load
 
 
 def test_defaults_need_only_local() -> None:
