@@ -24,12 +24,18 @@ import ipaddress
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from dataplane.config import DNS_NAME as _DNS_NAME
 from dataplane.config import ConfigError, read_yaml
+from dataplane.config import check_int as _int
+from dataplane.config import check_interface as _check_interface
+from dataplane.config import check_ipv4 as _ipv4
+from dataplane.config import check_log_level as _check_log_level
+from dataplane.config import split_list as _list
 
 ENV_PREFIX = "WEBSPACES_DHCP_"
 DEFAULT_LEASE_TIME = 7200  # kuberouter's dnsmasq: 2 h (spec 3.2)
@@ -37,13 +43,8 @@ DEFAULT_MTU = 1450  # the overlay MTU, option 26 (spec 3.4); 0 leaves option 26 
 DEFAULT_LEASES = "/var/lib/webspaces/dhcp/leases"
 INFINITE = 0xFFFFFFFF  # RFC 2131 §3.3: an infinite lease
 MIN_LEASE_TIME = 10  # short leases are for tests; clients renew at T1 = half of it
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
-_DNS_NAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_-]{1,63}\.?$"
-)
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -113,41 +114,6 @@ class DhcpConfig:
 
 
 # -- single values -----------------------------------------------------------------------------
-
-
-def _ipv4(text: Any) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(text).strip()))
-    except ValueError:
-        raise ValueError(f"not an IPv4 address: {text!r}") from None
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"not an integer: {value!r}")
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip(), 0)
-    except ValueError:
-        raise ValueError(f"not an integer: {value!r}") from None
-
-
-def _list(value: Any, separator: str = ",") -> tuple[str, ...]:
-    if isinstance(value, str):
-        items = [part.strip() for part in value.split(separator)]
-    elif isinstance(value, Iterable):
-        items = [str(part).strip() for part in value]
-    else:
-        items = [str(value).strip()]
-    return tuple(item for item in items if item)
-
-
-def _check_interface(value: Any) -> str:
-    text = str(value).strip()
-    if not _IFNAME.match(text):
-        raise ValueError(f"not a Linux interface name (1-15 of A-Z a-z 0-9 _ . -): {value!r}")
-    return text
 
 
 def _check_server_address(value: Any) -> tuple[str, int | None]:
@@ -258,13 +224,6 @@ def _check_metrics(value: Any) -> str:
     if not 1 <= port <= 65535:
         raise ValueError(f"port out of range 1-65535: {port}")
     return f"{host}:{port}"
-
-
-def _check_log_level(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_LEVELS:
-        raise ValueError(f"not one of {', '.join(LOG_LEVELS)}: {value!r}")
-    return text
 
 
 CHECKS: dict[str, Callable[[Any], Any]] = {

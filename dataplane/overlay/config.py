@@ -18,12 +18,18 @@ import argparse
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from dataplane.config import DNS_NAME as _DNS_NAME
 from dataplane.config import ConfigError, read_yaml
+from dataplane.config import check_int as _int
+from dataplane.config import check_interface as _check_interface
+from dataplane.config import check_ipv4 as _ipv4
+from dataplane.config import check_log_level as _check_log_level
+from dataplane.config import split_list as _list
 
 ENV_PREFIX = "WEBSPACES_OVERLAY_"
 DEFAULT_INTERFACE = "overlay0"
@@ -109,20 +115,8 @@ class OverlayConfig:
 
 # -- validation --------------------------------------------------------------------------------
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_DNS_NAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_-]{1,63}\.?$"
-)
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _ipv4(text: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text.strip()))
-    except ValueError:
-        raise ValueError(f"not an IPv4 address: {text!r}") from None
 
 
 def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -140,17 +134,6 @@ def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     return host, port
 
 
-def _int(text: str | int) -> int:
-    if isinstance(text, bool):
-        raise ValueError(f"not an integer: {text!r}")
-    if isinstance(text, int):
-        return text
-    try:
-        return int(text.strip(), 0)
-    except ValueError:
-        raise ValueError(f"not an integer: {text!r}") from None
-
-
 def _bool(text: str | bool) -> bool:
     if isinstance(text, bool):
         return text
@@ -160,21 +143,6 @@ def _bool(text: str | bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean (true/false): {text!r}")
-
-
-def _list(value: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        items = [part.strip() for part in value.split(",")]
-    else:
-        items = [str(part).strip() for part in value]
-    return tuple(item for item in items if item)
-
-
-def _check_interface(value: Any) -> str:
-    text = str(value)
-    if not _IFNAME.match(text):
-        raise ValueError(f"not a Linux interface name (1-15 of A-Z a-z 0-9 _ . -): {text!r}")
-    return text
 
 
 def _check_mtu(value: Any) -> int | None:
@@ -313,13 +281,6 @@ def _check_argv(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(value.split())
     return tuple(str(part) for part in value)
-
-
-def _check_log_level(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_LEVELS:
-        raise ValueError(f"not one of {', '.join(LOG_LEVELS)}: {value!r}")
-    return text
 
 
 CHECKS: dict[str, Callable[[Any], Any]] = {
