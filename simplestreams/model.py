@@ -119,6 +119,11 @@ class AssetReader(Protocol):
         """The whole file (a meta tarball or a sidecar); more than ``limit`` bytes is an error."""
         ...
 
+    async def head(self, asset: Asset, length: int) -> bytes:
+        """The first ``length`` bytes (fewer if the file is shorter): format checks such as the
+        squashfs superblock's bytes_used, which catches a truncated rootfs without reading it all."""
+        ...
+
     async def sha256(self, assets: Sequence[Asset]) -> str:
         """sha256 of the files' concatenated bytes, streamed, as lowercase hex."""
         ...
