@@ -141,6 +141,11 @@ class CatalogState:
 class CatalogSource(Protocol):
     """One base URL's catalog (the directory backend has one; GitHub one per owner/repo)."""
 
+    def current(self) -> CatalogState | None:
+        """What :meth:`get` would return right now without waiting, or None when it would have to
+        build or refresh first. Synchronous and cheap: the listener's fast path calls it per request."""
+        ...
+
     async def get(self) -> CatalogState:
         """The current catalog, building or refreshing it first when there is none or it expired.
 
