@@ -5,13 +5,14 @@ PYTEST  := $(PY) -m pytest
 SOURCES := dataplane controlplane lxd simplestreams webspaces benchmarks tests setup.py
 BENCH_OUT ?= benchmarks/results
 
-.PHONY: help setup build lint format test test-compiled test-pure bench clean
+.PHONY: help setup build lint format test test-compiled test-pure bench image clean
 
 help:
 	@echo "make setup  install Debian packages and .venv (idempotent; root on Debian 12)"
 	@echo "make test   setup, lint, then the whole suite twice: compiled and pure-Python"
 	@echo "make lint   ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  run every benchmark scenario, JSON into $(BENCH_OUT)/"
+	@echo "make image  build the busybox test image into build/images/ (webspaces images serve --backend directory:build/images)"
 
 setup:
 	bash scripts/setup-host.sh
@@ -41,6 +42,10 @@ test: lint test-compiled test-pure
 bench: build
 	mkdir -p $(BENCH_OUT)
 	$(PY) -m benchmarks run all --json-dir $(BENCH_OUT)
+
+# A tiny LXD image from Debian's busybox-static: its init brings eth0 up with udhcpc (reproducible bytes).
+image: setup
+	PY=$(PY) bash scripts/build-test-image.sh build/images
 
 clean:
 	rm -rf build *.egg-info dataplane/wire/*.so dataplane/wire/*.c

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dataplane.config import ConfigError
 from dataplane.dhcp import config as dhcp_config
@@ -160,7 +161,107 @@ def _register_dhcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     leases.set_defaults(handler=_dhcp_leases)
 
 
-SUBCOMMANDS: list[Register] = [_register_info, _register_overlay, _register_dhcp]
+def _images_serve(args: argparse.Namespace) -> int:
+    from simplestreams import config as images_config  # noqa: PLC0415
+    from simplestreams import service  # noqa: PLC0415 - pulls in uvicorn/uvloop; only when run
+    from simplestreams.errors import ConfigError as ImagesConfigError  # noqa: PLC0415
+
+    flags = {key: getattr(args, key, None) for key in images_config.KEYS}
+    try:
+        config = images_config.load(flags, config_file=args.config)
+    except ImagesConfigError as exc:
+        print(f"webspaces images serve: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return service.main(config)
+    except service.ServiceError as exc:
+        print(f"webspaces images serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def _images_build(args: argparse.Namespace) -> int:
+    from simplestreams import builder  # noqa: PLC0415
+
+    return builder.run(args)
+
+
+def _images_check(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from simplestreams.directory import DirectoryBackend  # noqa: PLC0415
+
+    if not args.directory.is_dir():
+        print(f"webspaces images check: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    catalog = asyncio.run(DirectoryBackend(args.directory).refresh())
+    if args.json:
+        document = json.loads(catalog.images_json)
+        skipped = [{"subject": s.subject, "reason": s.reason, "detail": s.detail} for s in catalog.skipped]
+        print(json.dumps({"products": document["products"], "skipped": skipped}, indent=2, sort_keys=True))
+    else:
+        products = json.loads(catalog.images_json)["products"]
+        for product_id, product in sorted(products.items()):
+            for key in sorted(product["versions"]):
+                print(f"{product_id:<30} {key:<36} aliases={product.get('aliases', '')}")
+        for skip in catalog.skipped:
+            print(f"skipped {skip.subject}: {skip.reason} {skip.detail}".rstrip(), file=sys.stderr)
+        print(f"{len(products)} products, {len(catalog.skipped)} skipped", file=sys.stderr)
+    return 1 if args.strict and catalog.skipped else 0
+
+
+def _register_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from simplestreams import builder  # noqa: PLC0415
+    from simplestreams import config as images_config  # noqa: PLC0415
+
+    parser = sub.add_parser(
+        "images",
+        help="build container images and serve them to LXD and Incus (simplestreams)",
+        description="Build LXD container images into a directory of releases and serve them over the "
+        "simplestreams protocol LXD and Incus pull images with, from that directory or from GitHub "
+        "releases (OctoLXD's layout).",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the simplestreams index and image files over HTTPS",
+        description="Serve streams/v1/index.json, streams/v1/images.json and the image files. "
+        "HTTPS with a self-signed certificate kept in --state-dir unless --tls-cert is given; a "
+        "plain-HTTP request on the same port is served as plain HTTP (LXD fetches image files over "
+        "plain HTTP first). Every option is also a key of the --config YAML file and an environment "
+        "variable WEBSPACES_IMAGES_<KEY> (OctoLXD's octolxd.yaml keys and OCTOLXD_* variables are "
+        "accepted); flags win over the environment, which wins over the file.",
+        epilog="Example: webspaces images serve --backend directory:/srv/images --listen :8443, then "
+        "lxc remote add ws https://HOST:8443 --protocol simplestreams (put the certificate in "
+        "~/.config/lxc/servercerts/ws.crt) and lxc launch ws:busybox c1",
+    )
+    images_config.add_arguments(serve)
+    serve.set_defaults(handler=_images_serve)
+    build = commands.add_parser(
+        "build",
+        help="pack a root filesystem into a versioned image in a directory backend",
+        description="Pack ROOTFS_DIR into a metadata tarball (metadata.yaml, templates) and an xz "
+        "squashfs, with sha256 sidecars, published atomically as DIR/NAME/vVERSION/ (the layout "
+        "'webspaces images serve --backend directory:DIR' serves).",
+    )
+    builder.add_arguments(build)
+    build.set_defaults(handler=_images_build)
+    check = commands.add_parser(
+        "check",
+        help="index a directory backend once and list what it publishes and what it skips",
+        description="Index DIR the way the server does and print every product version, and every "
+        "release or architecture left out with the reason (exit 1 with --strict if any).",
+    )
+    check.add_argument("directory", type=Path, metavar="DIR")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument("--strict", action="store_true", help="exit 1 when anything was skipped")
+    check.set_defaults(handler=_images_check)
+
+
+SUBCOMMANDS: list[Register] = [_register_info, _register_overlay, _register_dhcp, _register_images]
 
 
 def build_parser() -> argparse.ArgumentParser:
