@@ -177,7 +177,16 @@ InnerFactory = Callable[[], asyncio.Protocol]
 class FastPathProtocol(asyncio.Protocol):
     """Serves cached documents; hands the connection to ``make_inner()`` at the first other request."""
 
-    __slots__ = ("_buffer", "_cache", "_idle_since", "_keep_alive", "_make_inner", "_timer", "transport")
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_cache",
+        "_idle_since",
+        "_keep_alive",
+        "_make_inner",
+        "_timer",
+        "transport",
+    )
 
     def __init__(self, cache: FastCache, make_inner: InnerFactory, keep_alive: float = 5.0) -> None:
         self._cache = cache

@@ -109,7 +109,6 @@ class ImageService:
             from .github import GitHubBackend  # noqa: PLC0415 - only when configured
 
             cache = HashCache(state_dir / "hashes-github.json")
-            self._caches.append(cache)
             self._github = GitHubBackend(
                 api_base=self.config.github_api,
                 token=self.config.github_token,
@@ -157,6 +156,10 @@ class ImageService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._github is not None:
+            try:
+                await self._github.save_cache()  # prunes only what no repository in use needs
+            except OSError as exc:
+                log.warning("could not save the GitHub hash cache: %s", exc)
             await self._github.aclose()
         for cache in self._caches:
             try:

@@ -1,0 +1,774 @@
+"""The GitHub releases backend against a replay of GitHub's REST API over real sockets
+(spec/simplestreams.md §3-§6, §9 items 9, 12-15, 18).
+
+Every test starts :mod:`tests.github_replay` on 127.0.0.1 (a port the OS picks) and points a
+:class:`~simplestreams.github.GitHubBackend` at it; the assets are real meta tarballs and squashfs
+images from :mod:`tests.simplestreams_files`. No pytest-asyncio: each test drives its own event loop
+with :func:`run`, bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import pathlib
+import socket
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from simplestreams import errors, model
+from simplestreams.arch import kernel_arch
+from simplestreams.catalog import CatalogOptions
+from simplestreams.github import GitHubBackend, next_link, valid_repository
+from simplestreams.hashcache import HashCache
+from tests.github_replay import GitHubReplay, serve
+from tests.simplestreams_files import CREATED, fake_squashfs_bytes, meta_bytes, write_squashfs
+
+T = TypeVar("T")
+
+OWNER, REPO = "netsoc", "webspace-images"
+TOKEN = "ghp_" + "Zq8TopSecretValue" * 2
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_assets(
+    arch: str = "amd64",
+    *,
+    seed: str = "",
+    rootfs: bytes | pathlib.Path | None = None,
+    sidecar: bool = False,
+    combined: bool = True,
+    combined_digest: str | None = None,
+    creation_date: datetime = CREATED,
+) -> dict[str, bytes | pathlib.Path]:
+    """One architecture's assets as a publisher uploads them (spec §3.3 names)."""
+    meta = meta_bytes(kernel_arch(arch), creation_date=creation_date)
+    if rootfs is None:
+        rootfs = fake_squashfs_bytes(4096, seed=f"{seed}/{arch}".encode())
+    rootfs_bytes = rootfs if isinstance(rootfs, bytes) else rootfs.read_bytes()
+    assets: dict[str, bytes | pathlib.Path] = {f"lxd.{arch}.tar.xz": meta, f"rootfs.{arch}.squashfs": rootfs}
+    if sidecar:
+        assets[f"rootfs.{arch}.squashfs.sha256"] = f"{sha(rootfs_bytes)}  rootfs.{arch}.squashfs\n".encode()
+    if combined:
+        digest = combined_digest or sha(meta + rootfs_bytes)
+        assets[f"combined.{arch}.sha256"] = f"{digest}  -\n".encode()
+    return assets
+
+
+def run(scenario: Coroutine[Any, Any, T]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(60):
+            return await scenario
+
+    return asyncio.run(bounded())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our loopback requests must reach the replay, not a proxy from the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def github() -> Iterator[tuple[GitHubReplay, str]]:
+    replay = GitHubReplay(token=TOKEN)
+    with serve(replay) as origin:
+        yield replay, origin
+
+
+@contextlib.asynccontextmanager
+async def backend_at(origin: str, **options: Any) -> AsyncIterator[GitHubBackend]:
+    options.setdefault("token", TOKEN)
+    backend = GitHubBackend(api_base=origin, timeout=10.0, **options)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+def products(catalog: model.Catalog) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(catalog.images_json)["products"]
+    return document
+
+
+def skipped(catalog: model.Catalog) -> dict[str, str]:
+    return {skip.subject: skip.reason for skip in catalog.skipped}
+
+
+def list_requests(replay: GitHubReplay) -> list[Any]:
+    return [r for r in replay.recorded(api=True) if r.path.endswith("/releases")]
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def test_pagination_follows_link_over_three_pages(github: tuple[GitHubReplay, str]) -> None:
+    """250 releases: three pages of per_page=100, pages 2 and 3 taken from the Link header (GitHub's
+    /repositories/<id>/ form, so computed page URLs would not match the log), none missed."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))  # oldest: last page
+    for number in range(248):
+        replay.add_release(OWNER, REPO, f"fill{number:03d}/v1.0.0", {"lxd.amd64.tar.xz": b"meta only"})
+    replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))  # newest: first page
+
+    async def scenario() -> model.CatalogState:
+        async with backend_at(origin) as backend:
+            return await backend.source(OWNER, REPO).get()
+
+    state = run(scenario())
+    lists = list_requests(replay)
+    assert [r.status for r in lists] == [200, 200, 200]
+    assert lists[0].path == f"/repos/{OWNER}/{REPO}/releases"
+    assert lists[0].query == "per_page=100"
+    assert [r.path.split("/")[1] for r in lists[1:]] == ["repositories", "repositories"]
+    assert [r.query for r in lists[1:]] == ["per_page=100&page=2", "per_page=100&page=3"]
+    assert state.fresh
+    versions = products(state.catalog)["busybox:amd64"]["versions"]
+    assert sorted(versions) == ["20210828_1504_v1.0.0", "20210828_1504_v2.0.0"]
+    reasons = skipped(state.catalog)
+    fillers = {subject: reason for subject, reason in reasons.items() if subject.startswith("fill")}
+    assert len(fillers) == 248
+    assert set(fillers.values()) == {"missing-rootfs"}
+    assert not any("fill" in r.path for r in replay.recorded(download=True))  # incomplete: nothing read
+
+
+def test_etag_304_keeps_catalog_and_downloads_nothing(github: tuple[GitHubReplay, str]) -> None:
+    """A second refresh sends If-None-Match per page, gets 304s (free with a token), and neither
+    downloads nor rebuilds; a new release changes page 1 and only its own assets are fetched."""
+    replay, origin = github
+    for number in range(150):  # two pages
+        replay.add_release(OWNER, REPO, f"fill{number:03d}/v1.0.0", {"notes.txt": b"x"})
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))
+    cache = HashCache()
+
+    async def scenario() -> None:
+        async with backend_at(origin, cache=cache) as backend:
+            source = backend.source(OWNER, REPO)
+            first = await source.get()
+            etags = {r.query: None for r in list_requests(replay)}
+            assert len(etags) == 2
+            misses = cache.misses
+            replay.clear_log()
+
+            # Our downloads moved download_count on page 1: a new ETag, but the same releases.
+            assert (await source.refresh()).catalog is first.catalog
+            assert replay.recorded(download=True) == []
+            replay.clear_log()
+            remaining = replay.remaining
+
+            second = await source.refresh()
+            lists = list_requests(replay)
+            assert [r.status for r in lists] == [304, 304]
+            assert all(r.headers["if-none-match"].startswith('W/"') for r in lists)
+            assert replay.recorded(download=True) == [] and replay.recorded(cdn=True) == []
+            assert second.catalog is first.catalog and second.fresh
+            assert cache.misses == misses
+            assert replay.remaining == remaining  # 304s to a token do not count
+
+            replay.add_release(OWNER, REPO, "busybox/v1.1.0", image_assets(seed="2"))
+            replay.clear_log()
+            third = await source.refresh()
+            statuses = [r.status for r in list_requests(replay)]
+            assert statuses[0] == 200  # page 1 changed (and the release pushed one onto page 2)
+            downloads = {r.path for r in replay.recorded(download=True)}
+            assert downloads and all("/busybox/v1.1.0/" in path for path in downloads)
+            assert f"/{OWNER}/{REPO}/releases/download/busybox/v1.1.0/lxd.amd64.tar.xz" in downloads
+            versions = products(third.catalog)["busybox:amd64"]["versions"]
+            assert sorted(versions) == ["20210828_1504_v1.0.0", "20210828_1504_v1.1.0"]
+
+    run(scenario())
+
+
+def test_replaced_asset_is_read_again(github: tuple[GitHubReplay, str]) -> None:
+    """Replacing an asset gives it a new (id, updated_at, digest) identity: its meta is downloaded
+    once more (once: the combined hash reuses the bytes), the fingerprint is recomputed, and the
+    untouched architecture reads nothing."""
+    replay, origin = github
+    assets = image_assets("amd64") | image_assets("arm64")
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets)
+    new_meta = meta_bytes("x86_64", creation_date=CREATED + timedelta(hours=1))
+    rootfs = assets["rootfs.amd64.squashfs"]
+    assert isinstance(rootfs, bytes)
+    new_combined = f"{sha(new_meta + rootfs)}  -\n".encode()
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            await source.get()
+            replay.replace_asset(OWNER, REPO, "busybox/v1.0.0", "lxd.amd64.tar.xz", new_meta)
+            replay.replace_asset(OWNER, REPO, "busybox/v1.0.0", "combined.amd64.sha256", new_combined)
+            replay.clear_log()
+            return (await source.refresh()).catalog
+
+    catalog = run(scenario())
+    fetched = sorted(r.path.rsplit("/", 1)[1] for r in replay.recorded(download=True))
+    assert fetched == ["combined.amd64.sha256", "lxd.amd64.tar.xz", "rootfs.amd64.squashfs"]
+    amd64 = products(catalog)["busybox:amd64"]["versions"]
+    assert list(amd64) == ["20210828_1604_v1.0.0"]
+    meta_item = amd64["20210828_1604_v1.0.0"]["items"]["lxd.tar.xz"]
+    assert meta_item["sha256"] == sha(new_meta)
+    assert meta_item["combined_squashfs_sha256"] == sha(new_meta + rootfs)
+    assert "busybox:arm64" in products(catalog)
+
+
+# -- hashes: digest and sidecars -------------------------------------------------------------------
+
+
+def test_digest_is_used_as_the_item_sha256(github: tuple[GitHubReplay, str], tmp_path: pathlib.Path) -> None:
+    """With GitHub's digest a rootfs needs no sidecar; a real squashfs file, streamed once for the
+    combined fingerprint, which equals sha256(meta ‖ rootfs) as LXD computes it."""
+    replay, origin = github
+    rootfs = write_squashfs(tmp_path / "rootfs.squashfs")
+    assets = image_assets(rootfs=rootfs, combined=False)
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets)
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    items = products(catalog)["busybox:amd64"]["versions"]["20210828_1504_v1.0.0"]["items"]
+    meta = assets["lxd.amd64.tar.xz"]
+    assert isinstance(meta, bytes)
+    assert items["rootfs.squashfs"]["sha256"] == sha(rootfs.read_bytes())
+    assert items["rootfs.squashfs"]["size"] == rootfs.stat().st_size
+    assert items["lxd.tar.xz"]["combined_squashfs_sha256"] == sha(meta + rootfs.read_bytes())
+    rootfs_reads = [r for r in replay.recorded(download=True) if r.path.endswith(".squashfs")]
+    assert len(rootfs_reads) == 2  # the superblock check (a Range request) and one full stream
+    cdn_ranges = [r.headers.get("range") for r in replay.recorded(cdn=True)]
+    assert "bytes=0-95" in cdn_ranges
+
+
+def test_digest_that_disagrees_with_the_bytes_is_a_hash_mismatch(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets("amd64") | image_assets("arm64"))
+    replay.set_digest(OWNER, REPO, "busybox/v1.0.0", "rootfs.arm64.squashfs", "sha256:" + "ab" * 32)
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    assert list(products(catalog)) == ["busybox:amd64"]
+    assert skipped(catalog) == {"busybox/v1.0.0 arm64": "hash-mismatch"}
+
+
+def test_null_digest_uses_the_sidecar(github: tuple[GitHubReplay, str]) -> None:
+    """Uploads from before June 2025 have ``digest: null``: the sidecar gives the rootfs sha256 and
+    is checked against the streamed bytes; a sidecar that lies skips that architecture alone."""
+    replay, origin = github
+    assets = image_assets("amd64", sidecar=True) | image_assets("arm64", sidecar=True)
+    assets["rootfs.arm64.squashfs.sha256"] = f"{'0' * 64}  rootfs.arm64.squashfs\n".encode()
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets, digests=False)
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    rootfs = assets["rootfs.amd64.squashfs"]
+    assert isinstance(rootfs, bytes)
+    items = products(catalog)["busybox:amd64"]["versions"]["20210828_1504_v1.0.0"]["items"]
+    assert items["rootfs.squashfs"]["sha256"] == sha(rootfs)
+    fetched = {r.path.rsplit("/", 1)[1] for r in replay.recorded(download=True)}
+    assert "rootfs.amd64.squashfs.sha256" in fetched
+    assert skipped(catalog) == {"busybox/v1.0.0 arm64": "hash-mismatch"}
+
+
+def test_lying_combined_sidecar_skips_that_arch(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    assets = image_assets("amd64", combined_digest="c" * 64) | image_assets("arm64")
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets)
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    assert list(products(catalog)) == ["busybox:arm64"]
+    assert skipped(catalog) == {"busybox/v1.0.0 amd64": "hash-mismatch"}
+    detail = next(s.detail for s in catalog.skipped)
+    assert "c" * 64 in detail
+
+
+# -- what is left out -------------------------------------------------------------------------------
+
+
+def test_incomplete_arch_is_skipped_alone_and_deterministically(github: tuple[GitHubReplay, str]) -> None:
+    """arm64 lacks its rootfs: amd64 is still published (OctoLXD dropped the whole release, §4 item 4),
+    and the documents do not depend on the order GitHub lists assets in."""
+    replay, origin = github
+    complete = image_assets("amd64")
+    incomplete = {"lxd.arm64.tar.xz": meta_bytes("aarch64"), "combined.arm64.sha256": b"0" * 64 + b"  -\n"}
+    replay.add_release(OWNER, "forward", "busybox/v1.0.0", complete | incomplete)
+    replay.add_release(OWNER, "backward", "busybox/v1.0.0", dict(reversed((incomplete | complete).items())))
+
+    async def scenario() -> tuple[model.Catalog, model.Catalog]:
+        async with backend_at(origin) as backend:
+            first = (await backend.source(OWNER, "forward").get()).catalog
+            second = (await backend.source(OWNER, "backward").get()).catalog
+            return first, second
+
+    first, second = run(scenario())
+    assert list(first.products) == ["busybox:amd64"]
+    assert skipped(first) == {"busybox/v1.0.0 arm64": "missing-rootfs"}
+    assert (first.index_json, first.images_json, first.etag) == (
+        second.index_json,
+        second.images_json,
+        second.etag,
+    )
+    assert first.skipped == second.skipped
+
+
+def test_drafts_and_assets_not_uploaded_are_skipped(github: tuple[GitHubReplay, str]) -> None:
+    """Drafts (listed because the token has push access) never publish; an asset whose state is
+    ``open`` (an upload in progress) is as good as absent."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="draft"), draft=True)
+    assets = image_assets("amd64") | image_assets("arm64")
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets, states={"rootfs.arm64.squashfs": "open"})
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    assert list(catalog.products) == ["busybox:amd64"]
+    assert list(products(catalog)["busybox:amd64"]["versions"]) == ["20210828_1504_v1.0.0"]
+    assert skipped(catalog) == {"busybox/v2.0.0": "draft", "busybox/v1.0.0 arm64": "missing-rootfs"}
+    assert not any("untagged" in r.path or "v2.0.0" in r.path for r in replay.recorded(download=True))
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_prerelease_policy(github: tuple[GitHubReplay, str], include: bool) -> None:
+    """GitHub prereleases are images unless configured otherwise; a semver prerelease field
+    (``-1``, the packaging revision) never means unstable (§4 item 13)."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0-1", image_assets(seed="1"))
+    later = CREATED + timedelta(days=1)
+    replay.add_release(
+        OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2", creation_date=later), prerelease=True
+    )
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin, options=CatalogOptions(include_prereleases=include)) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    versions = sorted(products(catalog)["busybox:amd64"]["versions"])
+    if include:
+        assert versions == ["20210828_1504_v1.0.0-1", "20210829_1504_v2.0.0"]
+        assert skipped(catalog) == {}
+    else:
+        assert versions == ["20210828_1504_v1.0.0-1"]
+        assert skipped(catalog) == {"busybox/v2.0.0": "prerelease"}
+
+
+def test_malformed_tag_is_skipped_without_downloads(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "wordpress/v5.7-1", image_assets(seed="wp"))
+    replay.add_release(OWNER, REPO, "latest", image_assets(seed="latest"))
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="ok"))
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    assert list(catalog.products) == ["busybox:amd64"]
+    assert skipped(catalog) == {"tag wordpress/v5.7-1": "bad-tag", "tag latest": "bad-tag"}
+    assert all("/busybox/v1.0.0/" in r.path for r in replay.recorded(download=True))
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_primary_rate_limit_serves_stale_then_503(status: int) -> None:
+    """Remaining 0: pause until X-RateLimit-Reset with no API call, serve the last catalog marked
+    stale, and raise RateLimitedError (503 + Retry-After) only where there is no catalog."""
+    replay = GitHubReplay(token=TOKEN, rate_limit_status=status)
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+    replay.add_release(OWNER, "other", "busybox/v1.0.0", image_assets())
+
+    async def scenario(origin: str) -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            good = await source.get()
+            replay.exhaust_rate_limit(reset_in=120)
+            stale = await source.refresh()
+            assert stale.catalog is good.catalog
+            assert not stale.fresh and stale.problem is not None and "rate limit" in stale.problem
+            calls = len(replay.recorded(api=True))
+            assert (await source.refresh()).catalog is good.catalog
+            with pytest.raises(errors.RateLimitedError) as caught:
+                await backend.source(OWNER, "other").get()
+            assert 110 <= caught.value.retry_after <= 122
+            assert caught.value.status == 503
+            assert len(replay.recorded(api=True)) == calls  # paused: nothing sent
+
+        async with backend_at(origin) as fresh_backend:
+            with pytest.raises(errors.RateLimitedError) as caught:
+                await fresh_backend.source(OWNER, "other").get()
+            assert 110 <= caught.value.retry_after <= 122
+
+    with serve(replay) as origin:
+        run(scenario(origin))
+    last = replay.recorded(api=True)[-1]
+    assert last.status == status
+
+
+def test_secondary_rate_limit_pauses_for_retry_after(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+    replay.secondary_limit(42)
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            with pytest.raises(errors.RateLimitedError) as caught:
+                await backend.source(OWNER, REPO).get()
+            assert 40 <= caught.value.retry_after <= 42
+            replay.secondary_limit(None)
+            with pytest.raises(errors.RateLimitedError):  # still paused, without asking
+                await backend.source(OWNER, REPO).refresh()
+
+    run(scenario())
+    assert len(replay.recorded(api=True)) == 1
+
+
+def test_upstream_failure_serves_stale_then_502(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+    replay.add_release(OWNER, "other", "busybox/v1.0.0", image_assets())
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            good = await source.get()
+            replay.fail_api = 502
+            stale = await source.refresh()
+            assert stale.catalog is good.catalog and not stale.fresh
+            assert stale.problem is not None and "502" in stale.problem
+            with pytest.raises(errors.UpstreamError) as caught:
+                await backend.source(OWNER, "other").get()
+            assert caught.value.status == 502
+            replay.fail_api = None
+            recovered = await source.refresh()
+            assert recovered.fresh and recovered.problem is None
+
+    run(scenario())
+
+
+def test_failed_download_keeps_the_last_catalog_and_is_retried(github: tuple[GitHubReplay, str]) -> None:
+    """A 5xx from the download host fails the refresh (no index with images missing for a passing
+    reason), and the next refresh tries again even though the listing answers 304 by then."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            good = await source.get()
+            replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))
+            replay.fail_downloads = 503
+            stale = await source.refresh()
+            assert stale.catalog is good.catalog and not stale.fresh
+            replay.fail_downloads = None
+            fixed = await source.refresh()
+            assert fixed.fresh
+            assert sorted(products(fixed.catalog)["busybox:amd64"]["versions"]) == [
+                "20210828_1504_v1.0.0",
+                "20210828_1504_v2.0.0",
+            ]
+
+    run(scenario())
+
+
+def test_network_error_without_catalog_is_502() -> None:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    # nothing listens there now: connection refused
+
+    async def scenario() -> None:
+        async with backend_at(f"http://127.0.0.1:{port}") as backend:
+            with pytest.raises(errors.UpstreamError, match="ConnectError"):
+                await backend.source(OWNER, REPO).get()
+
+    run(scenario())
+
+
+def test_unknown_repository_is_404_and_not_asked_again_at_once(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, "nope")
+            for _ in range(3):
+                with pytest.raises(errors.NotFoundError) as caught:
+                    await source.get()
+                assert caught.value.status == 404
+
+    run(scenario())
+    assert len(replay.recorded(api=True)) == 1
+    assert replay.recorded(api=True)[0].status == 404
+
+
+def test_allow_list_and_names(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+
+    async def scenario() -> None:
+        async with backend_at(origin, allow=[f"{OWNER.upper()}/{REPO}"]) as backend:
+            source = backend.source(OWNER, REPO.upper())
+            assert backend.source(OWNER, REPO) is source  # GitHub names are case-insensitive
+            assert list((await source.get()).catalog.products) == ["busybox:amd64"]
+            for owner, repo in [
+                (OWNER, "other"),
+                ("someone", REPO),
+                ("-bad", REPO),
+                (OWNER, ".."),
+                ("a b", "c"),
+            ]:
+                with pytest.raises(errors.NotFoundError):
+                    backend.source(owner, repo)
+
+    run(scenario())
+    assert {r.path for r in replay.recorded(api=True)} == {f"/repos/{OWNER}/{REPO.upper()}/releases"}
+    with pytest.raises(errors.ConfigError):
+        GitHubBackend(allow=["no-slash"])
+    assert valid_repository("Netsoc", "webspace.images_2") and not valid_repository("x" * 40, "r")
+
+
+# -- requests and the token -----------------------------------------------------------------------
+
+
+def test_headers_and_token_never_logged(
+    github: tuple[GitHubReplay, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """API calls carry the User-Agent, API version, Accept and the Bearer token; downloads carry no
+    token; the token appears in no log line and no error message."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+    caplog.set_level(logging.DEBUG)
+    messages: list[str] = []
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            await backend.source(OWNER, REPO).get()
+            replay.fail_api = 500
+            try:
+                await backend.source(OWNER, "other").get()
+            except errors.UpstreamError as exc:
+                messages.append(str(exc))
+        async with backend_at(origin, token="ghp_WrongTokenValue") as wrong:
+            replay.fail_api = None
+            with pytest.raises(errors.UpstreamError) as caught:
+                await wrong.source(OWNER, REPO).get()
+            messages.append(str(caught.value))
+
+    run(scenario())
+    api = replay.recorded(api=True)
+    for request in api[:1]:
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert request.headers["user-agent"].startswith("webspaces-simplestreams/")
+        assert request.headers["accept"] == "application/vnd.github+json"
+        assert request.headers["x-github-api-version"] == "2022-11-28"
+    assert api[-1].status == 401 and "401" in messages[-1]
+    transfers = replay.recorded(download=True) + replay.recorded(cdn=True)
+    assert transfers and all("authorization" not in r.headers for r in transfers)
+    assert len(messages) == 2
+    for text in [caplog.text, *messages]:
+        assert TOKEN not in text and "ghp_WrongTokenValue" not in text
+    assert "github" in caplog.text  # the backend did log; just not the secret
+
+
+def test_anonymous_requests_send_no_authorization(github: tuple[GitHubReplay, str]) -> None:
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets())
+    replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="d"), draft=True)
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin, token=None) as backend:
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    catalog = run(scenario())
+    assert all("authorization" not in r.headers for r in replay.recorded())
+    assert skipped(catalog) == {}  # drafts are invisible without push access
+
+
+# -- TTL, concurrency, misses, the cache -------------------------------------------------------------
+
+
+def test_ttl_single_flight_and_refresh_for_miss(github: tuple[GitHubReplay, str]) -> None:
+    """Concurrent callers share one refresh; the catalog is reused until the TTL; a download path not
+    in the catalog refreshes at most once per ttl/10 (spec §4 item 9)."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))
+    clock = FakeClock()
+    new_path = "images/busybox/amd64/v2.0.0/rootfs.squashfs"
+
+    async def scenario() -> None:
+        async with backend_at(origin, ttl=300, clock=clock) as backend:
+            source = backend.source(OWNER, REPO)
+            assert source.current() is None
+            states = await asyncio.gather(*(source.get() for _ in range(10)))
+            assert len({id(s.catalog) for s in states}) == 1
+            assert len(list_requests(replay)) == 1
+
+            clock.now += 299
+            await source.get()
+            current = source.current()
+            assert current is not None and current.catalog is states[0].catalog and current.fresh
+            assert len(list_requests(replay)) == 1
+            clock.now += 2
+            assert source.current() is None  # expired: the fast path must ask get()
+            await source.get()
+            assert len(list_requests(replay)) == 2
+
+            replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))
+            clock.now += 1
+            with pytest.raises(errors.NotFoundError):
+                await source.lookup(new_path)  # the last refresh was 1 s ago: no new one
+            assert len(list_requests(replay)) == 2
+            clock.now += 30
+            ref = await source.lookup(new_path)
+            assert len(list_requests(replay)) == 3
+            assert ref.url is not None and ref.url.endswith(
+                "/releases/download/busybox/v2.0.0/rootfs.amd64.squashfs"
+            )
+            clock.now += 1
+            await source.refresh_for_miss()
+            assert len(list_requests(replay)) == 3
+
+    run(scenario())
+
+
+def test_lookup_answers_browser_download_url(github: tuple[GitHubReplay, str]) -> None:
+    """The redirect target is the stable browser_download_url, and following it (GitHub's 302 to the
+    CDN) yields exactly the bytes the catalog describes, with a 200."""
+    replay, origin = github
+    assets = image_assets()
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets)
+
+    async def scenario() -> tuple[model.FileRef, httpx.Response]:
+        async with backend_at(origin) as backend:
+            ref = await backend.source(OWNER, REPO).lookup("images/busybox/amd64/v1.0.0/lxd.tar.xz")
+            assert ref.url is not None
+            async with httpx.AsyncClient(follow_redirects=True, trust_env=False) as client:
+                return ref, await client.get(ref.url)
+
+    ref, response = run(scenario())
+    assert ref.url == f"{origin}/{OWNER}/{REPO}/releases/download/busybox/v1.0.0/lxd.amd64.tar.xz"
+    assert response.status_code == 200 and [r.status_code for r in response.history] == [302]
+    assert response.content == assets["lxd.amd64.tar.xz"]
+    assert ref.size == len(response.content) and ref.sha256 == sha(response.content)
+
+
+def test_saved_cache_makes_a_cold_start_download_nothing(
+    github: tuple[GitHubReplay, str], tmp_path: pathlib.Path
+) -> None:
+    """save_cache keeps what every repository uses (they refresh at different times), so a restart
+    with the saved cache lists releases but reads no asset at all (meta only per new identity)."""
+    replay, origin = github
+    replay.add_release(
+        OWNER, REPO, "busybox/v1.0.0", image_assets("amd64") | image_assets("arm64", sidecar=True)
+    )
+    replay.add_release(OWNER, "other", "busybox/v1.0.0", image_assets(seed="other"))
+    path = tmp_path / "hashes-github.json"
+
+    async def first_run() -> None:
+        async with backend_at(origin, cache=HashCache(path)) as backend:
+            await backend.source(OWNER, REPO).get()
+            await backend.source(OWNER, "other").get()
+            await backend.save_cache()
+            size = len(backend.cache)
+            await backend.source(OWNER, REPO).refresh()  # only one repository touched since
+            await backend.save_cache()
+            assert len(backend.cache) == size
+
+    async def second_run() -> model.Catalog:
+        async with backend_at(origin, cache=HashCache(path)) as backend:
+            await backend.source(OWNER, "other").get()
+            return (await backend.source(OWNER, REPO).get()).catalog
+
+    run(first_run())
+    replay.clear_log()
+    catalog = run(second_run())
+    assert replay.recorded(download=True) == [] and replay.recorded(cdn=True) == []
+    assert list(catalog.products) == ["busybox:amd64", "busybox:arm64"]
+
+
+# -- pieces ------------------------------------------------------------------------------------------
+
+
+def test_next_link_parsing() -> None:
+    header = (
+        '<https://api.github.com/repositories/1300192/releases?per_page=100&page=1>; rel="prev", '
+        '<https://api.github.com/repositories/1300192/releases?per_page=100&page=3>; rel="next", '
+        '<https://api.github.com/repositories/1300192/releases?per_page=100&page=5>; rel="last", '
+        '<https://api.github.com/repositories/1300192/releases?per_page=100&page=1>; rel="first"'
+    )
+    assert next_link(header) == "https://api.github.com/repositories/1300192/releases?per_page=100&page=3"
+    assert next_link('<https://x/a?page=1>; rel="first", <https://x/a?page=1>; rel="prev"') is None
+    assert next_link("<https://x/b>; rel=next") == "https://x/b"
+    assert next_link(None) is None and next_link("garbage") is None
+
+
+def test_replay_speaks_github(github: tuple[GitHubReplay, str]) -> None:
+    """The replay itself: default and clamped per_page, Link format, weak ETag and 304, GitHub's 404
+    body, the by-tag route with a / in the tag, and the download 302 with Range support."""
+    replay, origin = github
+    for number in range(35):
+        replay.add_release(OWNER, REPO, f"img{number}/v1.0.0", {"a.bin": bytes(range(256))})
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(trust_env=False, headers=headers) as client:
+        default = client.get(f"{origin}/repos/{OWNER}/{REPO}/releases")
+        assert len(default.json()) == 30
+        assert default.headers["link"].endswith('page=2>; rel="last"')
+        assert 'rel="next"' in default.headers["link"]
+        assert len(client.get(f"{origin}/repos/{OWNER}/{REPO}/releases?per_page=500").json()) == 35
+        etag = default.headers["etag"]
+        assert etag.startswith('W/"')
+        again = client.get(f"{origin}/repos/{OWNER}/{REPO}/releases", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        missing = client.get(f"{origin}/repos/{OWNER}/missing/releases")
+        assert missing.status_code == 404
+        assert missing.json()["message"] == "Not Found" and "documentation_url" in missing.json()
+        release = client.get(f"{origin}/repos/{OWNER}/{REPO}/releases/tags/img7/v1.0.0").json()
+        asset = release["assets"][0]
+        assert set(asset) >= {
+            "id", "name", "state", "content_type", "size", "created_at", "updated_at",
+            "browser_download_url", "url", "digest",
+        }  # fmt: skip
+        assert asset["digest"] == "sha256:" + sha(bytes(range(256)))
+        hop = client.get(asset["browser_download_url"])
+        assert hop.status_code == 302 and "/cdn/" in hop.headers["location"]
+        part = client.get(hop.headers["location"], headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and part.content == bytes(range(10))
+        assert part.headers["content-range"] == "bytes 0-9/256"
+        whole = client.get(asset["browser_download_url"], follow_redirects=True)
+        assert whole.status_code == 200 and whole.headers["content-length"] == "256"
+        replay.exhaust_rate_limit(reset_in=60)
+        limited = client.get(f"{origin}/repos/{OWNER}/{REPO}/releases")
+        assert limited.status_code == 403 and limited.headers["x-ratelimit-remaining"] == "0"
+        assert limited.json()["message"].startswith("API rate limit exceeded")
