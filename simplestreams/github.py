@@ -402,6 +402,7 @@ class GitHubBackend:
         client: httpx.AsyncClient | None = None,
         max_repos: int = MAX_REPOS,
         clock: Callable[[], float] = time.monotonic,
+        max_wait: float = 10.0,
     ) -> None:
         parts = urlsplit(api_base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -428,6 +429,7 @@ class GitHubBackend:
         self.cache = cache if cache is not None else HashCache()
         self.timeout = float(timeout)
         self.max_repos = max(1, max_repos)
+        self.max_wait = max_wait  # longest a request waits for a refresh when a catalog exists
         self.clock = clock  # monotonic seconds; tests pass a fake one to step through TTLs
         self._owns_client = client is None
         self._client = client if client is not None else _make_client(self.timeout)
@@ -657,9 +659,10 @@ class RepoSource:
         return model.CatalogState(self._catalog, fresh=self._problem is None, problem=self._problem)
 
     async def get(self) -> model.CatalogState:
-        """The catalog, refreshed first when it is older than the TTL (or absent); see the class."""
+        """The catalog, refreshed first when it is older than the TTL (or absent); see the class.
+        With a catalog in hand, a refresh is awaited for at most the backend's ``max_wait``."""
         if self._task is not None or self._backend.clock() >= self._next_check:
-            await self._join_refresh()
+            await self._join_refresh(bounded=True)
         return self._state()
 
     async def refresh(self) -> model.CatalogState:
@@ -696,9 +699,16 @@ class RepoSource:
             raise errors.RateLimitedError(message, retry_after=math.ceil(max(1.0, self._backend.paused_for)))
         raise kind(message)
 
-    async def _join_refresh(self) -> None:
+    async def _join_refresh(self, bounded: bool = False) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._refresh_guarded(), name=f"github refresh {self.name}")
+        if bounded and self._catalog is not None:
+            # A refresh that downloads new images can take long; LXD gives up on a response header
+            # after 30 s (spec §2.2), so with a catalog to serve we wait at most ``max_wait`` and let
+            # the refresh finish in the background.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), self._backend.max_wait)
+            return
         await asyncio.shield(self._task)
 
     async def cancel(self) -> None:

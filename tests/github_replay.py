@@ -165,6 +165,7 @@ class GitHubReplay:
         self.fail_api: int | None = None  # every API request answers this status while set
         self.fail_next: list[int] = []  # statuses for the next API requests, one each
         self.fail_downloads: int | None = None  # every download answers this status while set
+        self.cdn_delay = 0.0  # seconds the CDN waits before answering (a slow link)
         self.requests: list[Recorded] = []
         self._repos: dict[tuple[str, str], ReplayRepo] = {}
         self._cdn: dict[str, tuple[tuple[str, str], int]] = {}  # CDN token -> (repo key, asset id)
@@ -565,6 +566,8 @@ class GitHubReplay:
         return RedirectResponse(f"{self._origin(request)}/cdn/{token}?{query}", status_code=302)
 
     async def cdn(self, request: Request) -> Response:
+        if self.cdn_delay:
+            await asyncio.sleep(self.cdn_delay)
         with self._lock:
             response = self._serve_cdn(request)
             self._record(request, response.status_code)

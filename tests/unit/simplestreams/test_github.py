@@ -16,6 +16,7 @@ import json
 import logging
 import pathlib
 import socket
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -659,6 +660,37 @@ def test_ttl_single_flight_and_refresh_for_miss(github: tuple[GitHubReplay, str]
             clock.now += 1
             await source.refresh_for_miss()
             assert len(list_requests(replay)) == 3
+
+    run(scenario())
+
+
+def test_a_slow_refresh_does_not_hold_requests_past_max_wait(github: tuple[GitHubReplay, str]) -> None:
+    """LXD drops a response whose header takes 30 s (spec §2.2): while a refresh downloads a new
+    release slowly, get() answers from the catalog it has after max_wait, and the refresh finishes
+    in the background."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with backend_at(origin, ttl=300, clock=clock, max_wait=0.2) as backend:
+            source = backend.source(OWNER, REPO)
+            first = await source.get()
+            replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))
+            replay.cdn_delay = 1.0
+            clock.now += 301
+            started = time.monotonic()
+            state = await source.get()
+            assert time.monotonic() - started < 0.9
+            assert state.catalog is first.catalog
+            assert source.refreshing
+            for _ in range(100):
+                if not source.refreshing:
+                    break
+                await asyncio.sleep(0.1)
+            assert "busybox:amd64" in products((await source.get()).catalog)
+            versions = products((await source.get()).catalog)["busybox:amd64"]["versions"]
+            assert sorted(key.rsplit("_", 1)[1] for key in versions) == ["v1.0.0", "v2.0.0"]
 
     run(scenario())
 
