@@ -212,6 +212,27 @@ HELP = {
     "aliases": "extra aliases: NAME=ALIAS[,ALIAS...]; repeatable",
     "log_level": "debug, info, warning or error (default info)",
 }
+METAVAR = {
+    "backends": "directory:PATH|github",
+    "base_path": "/PREFIX",
+    "listen": "HOST:PORT",
+    "plain_listen": "HOST:PORT",
+    "tls": "BOOL",
+    "tls_cert": "FILE",
+    "tls_key": "FILE",
+    "tls_san": "NAME",
+    "state_dir": "DIR",
+    "ttl": "SECONDS",
+    "scan_interval": "SECONDS",
+    "github_api": "URL",
+    "github_token_file": "FILE",
+    "allow": "OWNER/REPO",
+    "prereleases": "BOOL",
+    "support_eol": "BOOL",
+    "incus_twin": "BOOL",
+    "aliases": "NAME=ALIAS",
+    "log_level": "LEVEL",
+}
 REPEATABLE = {"backends", "listen", "plain_listen", "tls_san", "allow", "aliases"}
 FLAG = {"backends": "backend", "aliases": "alias"}
 
@@ -221,9 +242,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for key in KEYS:
         flag = "--" + FLAG.get(key, key).replace("_", "-")
         if key in REPEATABLE:
-            parser.add_argument(flag, dest=key, action="append", metavar="VALUE", help=HELP[key])
+            parser.add_argument(flag, dest=key, action="append", metavar=METAVAR[key], help=HELP[key])
         else:
-            parser.add_argument(flag, dest=key, metavar="VALUE", help=HELP[key])
+            parser.add_argument(flag, dest=key, metavar=METAVAR[key], help=HELP[key])
 
 
 def _octolxd(document: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
