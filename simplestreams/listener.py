@@ -174,6 +174,15 @@ class FastCache:
 InnerFactory = Callable[[], asyncio.Protocol]
 
 
+def _field(fields: bytes, name: bytes, lowered: bytes | None = None) -> bytes:
+    """The value of the first header field ``name`` (lower case) in ``fields`` ("\r\n"-led lines);
+    ``lowered`` is ``fields.lower()`` when ``fields`` keeps its case (entity tags are case-sensitive)."""
+    key = b"\r\n" + name + b":"
+    start = (lowered if lowered is not None else fields).find(key) + len(key)
+    end = fields.find(b"\r\n", start)
+    return fields[start : end if end >= 0 else len(fields)].strip()
+
+
 class FastPathProtocol(asyncio.Protocol):
     """Serves cached documents; hands the connection to ``make_inner()`` at the first other request."""
 
@@ -261,29 +270,33 @@ class FastPathProtocol(asyncio.Protocol):
         if cached is None:
             return None
         document, kind = cached
+        close = version == b"HTTP/1.0"
         if_none_match = ""
         use_gzip = False
-        close = version == b"HTTP/1.0"
         if line_end >= 0:
-            for raw in head[line_end + 2 :].split(b"\r\n"):
-                name, sep, value = raw.partition(b":")
-                if not sep or not name or name[-1:] in (b" ", b"\t") or raw[:1] in (b" ", b"\t"):
-                    return None  # malformed or obs-fold: uvicorn's parser answers that properly
-                name = name.lower()
-                if name == b"if-none-match":
-                    if_none_match = value.decode("latin-1")
-                elif name == b"accept-encoding":
-                    use_gzip = accepts_gzip(value.decode("latin-1"))
-                elif name == b"connection":
-                    tokens = value.lower()
-                    if b"close" in tokens:
-                        close = True
-                    elif b"keep-alive" in tokens:
-                        close = False
-                elif name in (b"content-length", b"transfer-encoding", b"upgrade", b"expect") and (
-                    name != b"content-length" or value.strip() != b"0"
-                ):
-                    return None  # a body or a protocol switch: not a document fetch
+            # Look for the few fields that matter instead of splitting every line: a GET of a
+            # document has no body, so anything that announces one (or a protocol switch, or an
+            # obsolete line folding) goes to uvicorn's full parser instead.
+            fields = head[line_end:].lower()
+            if (
+                b"\r\ntransfer-encoding:" in fields
+                or b"\r\nupgrade:" in fields
+                or b"\r\nexpect:" in fields
+                or b"\r\n " in fields
+                or b"\r\n\t" in fields
+                or (b"\r\ncontent-length:" in fields and _field(fields, b"content-length").strip() != b"0")
+            ):
+                return None
+            if b"\r\nif-none-match:" in fields:
+                if_none_match = _field(head[line_end:], b"if-none-match", fields).decode("latin-1")
+            if b"\r\naccept-encoding:" in fields:
+                use_gzip = accepts_gzip(_field(fields, b"accept-encoding").decode("latin-1"))
+            if b"\r\nconnection:" in fields:
+                tokens = _field(fields, b"connection")
+                if b"close" in tokens:
+                    close = True
+                elif b"keep-alive" in tokens:
+                    close = False
         use_gzip = use_gzip and document.gzipped is not None
         status = 304 if if_none_match and document.matches(if_none_match) else 200
         first, rest = document.encoded(status, use_gzip, method == b"HEAD", close)
