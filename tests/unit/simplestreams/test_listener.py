@@ -375,3 +375,38 @@ def test_self_signed_certificate_is_kept_and_names_the_lab_addresses(tmp_path: P
     assert {"127.0.0.1", "192.0.2.10"} <= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
     wider_dns, wider_ips = tls.wanted_names(["other.example.test"])
     assert tls.self_signed(tmp_path, wider_dns, wider_ips)[0].read_bytes() != first  # a new name: new cert
+
+
+def test_a_request_with_a_body_is_never_parsed_by_the_fast_path(tmp_path: Path, loop_name: str) -> None:
+    """A body (Content-Length or chunked) sends the request to h11, so bytes of a body can never be
+    read as a request of their own (request smuggling); Content-Length: 0 stays on the fast path."""
+
+    async def scenario() -> None:
+        async with running(tmp_path) as r:
+            warm_reader, warm_writer = await connect(r, False)
+            warm_writer.write(request("/streams/v1/index.json"))
+            await read_reply(warm_reader)
+            warm_writer.close()
+            reader, writer = await connect(r, False)
+            writer.write(request("/streams/v1/index.json", "Content-Length: 0"))
+            assert (await read_reply(reader)).status == 200
+            assert r.fast.served[("index", 200)] == 1
+            hidden = request("/streams/v1/index.json")
+            writer.write(request("/streams/v1/index.json", f"Content-Length: {len(hidden)}") + hidden)
+            first = await read_reply(reader)
+            assert first.status == 200
+            writer.write(request("/nope"))
+            assert (await read_reply(reader)).status == 404  # the body was not answered as a request
+            assert r.fast.served[("index", 200)] == 1
+            writer.close()
+            reader, writer = await connect(r, False)
+            writer.write(request("/streams/v1/index.json", "Transfer-Encoding: chunked") + b"0\r\n\r\n")
+            assert (await read_reply(reader)).status == 200
+            writer.close()
+            reader, writer = await connect(r, False)
+            writer.write(request("/streams/v1/index.json", "X-A: 1", " folded"))
+            assert (await read_reply(reader)).status == 200  # obs-fold: h11 unfolds it (RFC 9112 §5.2)
+            assert r.fast.served[("index", 200)] == 1
+            writer.close()
+
+    run(loop_name, scenario)
