@@ -20,9 +20,11 @@ from typing import Any
 
 import yaml
 
+# The value checkers every program shares (a leaf module: yaml and ipaddress, nothing of the engine).
+from dataplane.config import check_log_level
+
 from .errors import ConfigError
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_DIR = "/var/lib/webspaces/images"
 ENV_PREFIX = "WEBSPACES_IMAGES_"
 REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -158,13 +160,6 @@ def _check_aliases(value: Any) -> tuple[str, ...]:
     return entries
 
 
-def _check_level(value: Any) -> str:
-    level = str(value).strip().lower()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return level
-
-
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "backends": _check_backend,
     "base_path": _check_base,
@@ -184,7 +179,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "support_eol": _as_bool,
     "incus_twin": _as_bool,
     "aliases": _check_aliases,
-    "log_level": _check_level,
+    "log_level": check_log_level,
 }
 KEYS = tuple(f.name for f in fields(ImagesConfig) if f.name != "github_token")
 assert set(KEYS) == set(CHECKS)

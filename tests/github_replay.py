@@ -38,7 +38,6 @@ import hashlib
 import json
 import pathlib
 import secrets
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -47,11 +46,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.replay_server import loopback_socket, quiet_server
 
 Json = dict[str, Any]
 
@@ -633,23 +633,8 @@ async def _iterate(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 def serve(replay: GitHubReplay) -> Iterator[str]:
     """Run ``replay`` on 127.0.0.1 (a port the OS picks) in a background thread with its own event
     loop; yields the origin, e.g. ``http://127.0.0.1:41234`` (the API base and the download host)."""
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-    # without it Nagle holds each small body behind the headers for a delayed ACK (40 ms a request).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        replay.app(),
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        http="h11",
-        loop="asyncio",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    sock, port = loopback_socket()
+    server = quiet_server(replay.app(), loop="asyncio")
     failure: list[BaseException] = []
 
     def run() -> None:

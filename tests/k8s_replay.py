@@ -27,17 +27,17 @@ import asyncio
 import contextlib
 import copy
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.replay_server import loopback_socket, quiet_server
 
 API_VERSION = "discovery.k8s.io/v1"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -324,20 +324,8 @@ class Replay:
 @contextlib.asynccontextmanager
 async def serve(replay: Replay) -> AsyncIterator[str]:
     """Serve ``replay`` on 127.0.0.1 (a free port) inside the running event loop; yields the URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        replay.app(),
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        http="h11",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    sock, port = loopback_socket()
+    server = quiet_server(replay.app())
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(500):
