@@ -56,13 +56,13 @@ def test_wire_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert harness.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert [line.split()[0] for line in out.splitlines()] == ["dhcp", "overlay", "wire"]
+    assert [line.split()[0] for line in out.splitlines()] == ["dhcp", "images", "overlay", "wire"]
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "nope"], "unknown scenario 'nope'; valid: dhcp, overlay, wire, all"),
+        (["run", "nope"], "unknown scenario 'nope'; valid: dhcp, images, overlay, wire, all"),
         (["run", "all", "--json", "x.json"], "--json-dir"),
         (["run", "wire", "--json", "/nonexistent/dir/x.json"], "does not exist"),
     ],
