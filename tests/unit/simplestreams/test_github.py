@@ -677,14 +677,14 @@ def test_a_slow_refresh_does_not_hold_requests_past_max_wait(github: tuple[GitHu
             source = backend.source(OWNER, REPO)
             first = await source.get()
             replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))
-            replay.cdn_delay = 1.0
+            replay.cdn_delay = 1.5
             clock.now += 301
             started = time.monotonic()
             state = await source.get()
-            assert time.monotonic() - started < 0.9
+            assert time.monotonic() - started < 1.2
             assert state.catalog is first.catalog
             assert source.refreshing
-            for _ in range(100):
+            for _ in range(300):
                 if not source.refreshing:
                     break
                 await asyncio.sleep(0.1)
