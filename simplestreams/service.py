@@ -26,7 +26,7 @@ from . import tls
 from .catalog import CatalogOptions
 from .config import ImagesConfig, split_address
 from .directory import DirectoryBackend
-from .errors import ConfigError, SimplestreamsError
+from .errors import SimplestreamsError
 from .hashcache import HashCache
 from .listener import FastCache, FastPathProtocol, Listener, bind, protocol_factory
 from .server import DirectoryMount, create_app
@@ -176,7 +176,7 @@ async def _serve(config: ImagesConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await service.start()
-    except (ServiceError, ConfigError) as exc:
+    except SimplestreamsError as exc:  # a bad certificate, an unreadable directory, a port in use ...
         await service.stop()
         raise ServiceError(str(exc)) from None
     await stop.wait()
