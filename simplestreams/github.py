@@ -30,8 +30,16 @@ Downloads (spec §9 item 9) are answered by the server from the cached catalog: 
 there costs at most one refresh per ``ttl / 10`` (:meth:`RepoSource.refresh_for_miss`, §4 item 9), so
 a release published since the last refresh is found without letting unknown paths drive API calls.
 
+Private repositories (§5): ``browser_download_url`` needs a browser session, so a client could not
+follow a redirect to it. When the listing changed, a refresh asks ``GET /repos/{o}/{r}`` (conditionally,
+so usually a free 304) whether the repository is private; if it is, assets are located by their API
+``url``, the reader fetches them there with the token, and every file of the catalog is marked
+:attr:`~simplestreams.model.FileRef.proxy`: the server streams it through :meth:`RepoSource.open`
+instead of redirecting. Without a token a private repository is invisible (GitHub answers 404).
+
 The token is sent only to the API origin, as ``Authorization: Bearer``, and never logged or put in an
-error; asset downloads go without it (public assets; GitHub's CDN needs none).
+error. Asset downloads go without it, except the first request of a private asset's download, which
+is an API request; the signed URL GitHub redirects that to is fetched without it.
 """
 
 from __future__ import annotations
@@ -46,8 +54,8 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -76,6 +84,9 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 
 MAX_REDIRECTS = 5
 """API redirects GitHub documents (301 for a renamed repository, 302/307 temporarily)."""
+
+MAX_ERROR_BYTES = 64 * 1024
+"""Of an error answer to an asset request, only this much is read (for GitHub's ``message``)."""
 
 MIN_DOWNLOAD_RATE = 1024 * 1024
 """Bytes per second a download must at least make: its total timeout is ``timeout + size / rate``."""
@@ -166,16 +177,19 @@ def _message(body: bytes) -> str:
     return message[:200] if isinstance(message, str) else ""
 
 
-def asset_from_json(document: Any) -> model.Asset | None:
+def asset_from_json(document: Any, *, private: bool = False) -> model.Asset | None:
     """One entry of a release's ``assets`` (spec §5), or None when it is not an ``uploaded`` asset with
     the fields we need. ``digest`` ``"sha256:<64 hex>"`` becomes :attr:`~model.Asset.sha256`; any other
-    value is kept only in the identity, so a changed digest still means changed bytes."""
+    value is kept only in the identity, so a changed digest still means changed bytes.
+
+    The locator is the stable ``browser_download_url``, or for a ``private`` repository the asset's API
+    ``url``: github.com serves a private asset only to a browser session, the API to a token (§5)."""
     if not isinstance(document, dict) or document.get("state") != "uploaded":
         return None
     name, size, ident = document.get("name"), document.get("size"), document.get("id")
     updated, url, digest = (
         document.get("updated_at"),
-        document.get("browser_download_url"),
+        document.get("url" if private else "browser_download_url"),
         document.get("digest"),
     )
     if not isinstance(name, str) or not name or not isinstance(url, str):
@@ -198,15 +212,16 @@ def asset_from_json(document: Any) -> model.Asset | None:
     return model.Asset(name=name, size=size, identity=(ident, updated, digest), sha256=sha256, url=url)
 
 
-def release_from_json(document: Any) -> model.Release | None:
-    """One release of a listing (spec §5 fields), or None when it has no usable ``tag_name``."""
+def release_from_json(document: Any, *, private: bool = False) -> model.Release | None:
+    """One release of a listing (spec §5 fields), or None when it has no usable ``tag_name``;
+    ``private`` as for :func:`asset_from_json`."""
     if not isinstance(document, dict):
         return None
     tag = document.get("tag_name")
     if not isinstance(tag, str) or not tag:
         return None
     raw_assets = document.get("assets")
-    assets = [asset_from_json(a) for a in raw_assets] if isinstance(raw_assets, list) else []
+    assets = [asset_from_json(a, private=private) for a in raw_assets] if isinstance(raw_assets, list) else []
     return model.Release(
         tag=tag,
         assets=tuple(a for a in assets if a is not None),
@@ -233,19 +248,28 @@ class _Listing:
 
 
 class GitHubReader:
-    """:class:`~simplestreams.model.AssetReader` over ``browser_download_url`` (spec §5 "Downloads").
+    """:class:`~simplestreams.model.AssetReader` over GitHub's download locators (spec §5 "Downloads").
 
-    Each fetch follows GitHub's 302 to its CDN and has a connect, a read and a total timeout (§4 item 14);
-    the total grows with the file (``timeout + size / MIN_DOWNLOAD_RATE``). A 404 or 410 means the asset
-    went away (a :class:`~.errors.MissingAssetError`: that architecture is skipped); a byte count
-    other than the listed size is a :class:`~.errors.TruncatedFileError`; anything else (network, 5xx,
-    timeouts) is an :class:`~.errors.UpstreamError`, which fails the refresh and keeps the last
-    catalog rather than publishing an index with images missing for a passing reason.
+    A public asset is fetched from its ``browser_download_url``, which answers 302 to GitHub's CDN. A
+    private one (its locator is the asset's API ``url``, :func:`asset_from_json`) is fetched from the
+    API with ``Accept: application/octet-stream`` and the token, which answers 302 to a short-lived
+    signed URL on another host (or, GitHub documents, the bytes themselves). The token goes only to that
+    first request on the API origin: a redirect is followed without it, whatever its host, so a signed
+    URL never sees it. The API request counts against the rate limit and honours the backend's pause.
+
+    Each fetch has a connect, a read and a total timeout (§4 item 14); the total grows with the file
+    (``timeout + size / MIN_DOWNLOAD_RATE``). A 404 or 410 means the asset went away (a
+    :class:`~.errors.MissingAssetError`: that architecture is skipped); a byte count other than the
+    listed size is a :class:`~.errors.TruncatedFileError`; anything else (network, 5xx, timeouts) is an
+    :class:`~.errors.UpstreamError`, which fails the refresh and keeps the last catalog rather than
+    publishing an index with images missing for a passing reason. :meth:`proxy` hands the bytes of a
+    private asset to the server, which streams them on to its client.
     """
 
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: float, api: GitHubBackend | None = None) -> None:
         self._client = client
         self._timeout = timeout
+        self._api = api
         self._headers = {"User-Agent": user_agent(), "Accept": "application/octet-stream"}
         self.downloads = 0  # files fetched (in part or whole), for tests and logs
         # Files read whole lately (meta tarballs), by identity: resolve reads a meta to parse it and
@@ -257,28 +281,121 @@ class GitHubReader:
         return self._timeout + size / MIN_DOWNLOAD_RATE
 
     @contextlib.asynccontextmanager
+    async def _get(self, url: str, extra: dict[str, str]) -> AsyncIterator[httpx.Response]:
+        """The first answer to GET ``url`` that is not a redirect. Redirects are followed by hand so that
+        the token (sent only when ``url`` is an asset's API URL) never leaves the first request. An API
+        answer that is a rate limit or a credential failure raises here (and pauses the backend)."""
+        api = self._api
+        on_api = api is not None and api.is_asset_url(url)
+        current = url
+        where = _redact(url)
+        try:
+            for hop in range(MAX_REDIRECTS + 1):
+                headers = {**self._headers, **extra}
+                if hop == 0 and on_api:
+                    assert api is not None
+                    api._check_pause()
+                    api.api_calls += 1
+                    headers = {**api._api_headers(), **headers}
+                async with self._client.stream(
+                    "GET", current, headers=headers, follow_redirects=False
+                ) as reply:
+                    location = reply.headers.get("location")
+                    if reply.status_code in (301, 302, 303, 307, 308) and location:
+                        current = urljoin(current, location)
+                        if urlsplit(current).scheme not in ("http", "https"):
+                            raise errors.UpstreamError(f"downloading {where} redirected to a non-HTTP URL")
+                        continue
+                    if hop == 0 and on_api:
+                        assert api is not None
+                        api._note_limits(reply)
+                        if reply.status_code in (401, 403, 429):
+                            body = bytearray()
+                            async for chunk in reply.aiter_bytes():
+                                body += chunk
+                                if len(body) >= MAX_ERROR_BYTES:
+                                    break
+                            raise api._failure(reply, bytes(body), f"asset {where}")
+                    yield reply
+                    return
+            raise errors.UpstreamError(f"downloading {where} redirected more than {MAX_REDIRECTS} times")
+        except httpx.HTTPError as exc:
+            raise errors.UpstreamError(f"downloading {where} failed: {type(exc).__name__}: {exc}") from None
+
+    @contextlib.asynccontextmanager
     async def _fetch(self, asset: model.Asset, first: int | None = None) -> AsyncIterator[httpx.Response]:
         """The asset's response after GitHub's redirect to its CDN: 200, or for a ``first`` bytes
         Range request also 206 (or 416 for an empty file)."""
         if asset.url is None:
             raise errors.MissingAssetError(f"{asset.name} has no download URL")
-        headers = dict(self._headers)
-        if first is not None:
-            headers["Range"] = f"bytes=0-{first - 1}"
-        where = _redact(asset.url)
+        extra = {} if first is None else {"Range": f"bytes=0-{first - 1}"}
         self.downloads += 1
+        async with self._get(asset.url, extra) as response:
+            status = response.status_code
+            if status in (404, 410):
+                raise errors.MissingAssetError(f"{asset.name}: the download answered {status}")
+            if status != 200 and not (first is not None and status in (206, 416)):
+                raise errors.UpstreamError(f"downloading {_redact(asset.url)} answered {status}")
+            yield response
+
+    @contextlib.asynccontextmanager
+    async def proxy(self, url: str, size: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The bytes behind ``url`` (a private asset's API URL), for the server to proxy (spec §5).
+
+        Entering waits for GitHub's 200 and raises :class:`~.errors.RequestError` subclasses (nothing
+        has been sent to the client yet): RateLimitedError while paused or limited, UpstreamError for
+        anything else, a vanished asset included (the catalog still lists it). The iterator raises
+        UpstreamError when the transfer fails or stalls: each read has the client's read timeout, and the
+        time spent waiting for GitHub is bounded by ``timeout + size / MIN_DOWNLOAD_RATE`` (time spent
+        waiting for a slow client does not count). Counting the bytes is the caller's business.
+        """
+        where = _redact(url)
+        self.downloads += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    response = await stack.enter_async_context(self._get(url, {}))
+            except TimeoutError:
+                raise errors.UpstreamError(
+                    f"GitHub did not answer {where} within {self._timeout:g} s"
+                ) from None
+            if response.status_code != 200:
+                gone = " (the asset is gone)" if response.status_code in (404, 410) else ""
+                raise errors.UpstreamError(f"downloading {where} answered {response.status_code}{gone}")
+            chunks = self._chunks(response, self._deadline(size) - (loop.time() - started), where)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+
+    @staticmethod
+    async def _chunks(response: httpx.Response, budget: float, where: str) -> AsyncGenerator[bytes, None]:
+        loop = asyncio.get_running_loop()
+        iterator = response.aiter_bytes()
         try:
-            async with self._client.stream(
-                "GET", asset.url, headers=headers, follow_redirects=True
-            ) as response:
-                status = response.status_code
-                if status in (404, 410):
-                    raise errors.MissingAssetError(f"{asset.name}: the download answered {status}")
-                if status != 200 and not (first is not None and status in (206, 416)):
-                    raise errors.UpstreamError(f"downloading {where} answered {status}")
-                yield response
-        except httpx.HTTPError as exc:
-            raise errors.UpstreamError(f"downloading {where} failed: {type(exc).__name__}: {exc}") from None
+            while True:
+                began = loop.time()
+                try:
+                    async with asyncio.timeout(max(0.0, budget)):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise errors.UpstreamError(f"downloading {where} took too long") from None
+                except httpx.HTTPError as exc:
+                    raise errors.UpstreamError(
+                        f"downloading {where} failed: {type(exc).__name__}: {exc}"
+                    ) from None
+                budget -= loop.time() - began
+                if chunk:
+                    yield chunk
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await closer()
 
     async def read(self, asset: model.Asset, limit: int) -> bytes:
         if asset.size > limit:
@@ -411,6 +528,9 @@ class GitHubBackend:
             raise errors.ConfigError("github ttl and timeout must be positive")
         self.api_base = api_base.rstrip("/")
         self._origin = (parts.scheme, parts.netloc.lower())
+        self._asset_path = re.compile(
+            re.escape(parts.path.rstrip("/")) + r"/(?:repos/[^/]+/[^/]+|repositories/\d+)/releases/assets/\d+"
+        )
         self._token = token or None
         # ETags are stored per credential (§5): a token's view (drafts, limits) is not anonymous'.
         self._credential = "anonymous" if self._token is None else "token:" + _fingerprint(self._token)
@@ -433,7 +553,7 @@ class GitHubBackend:
         self.clock = clock  # monotonic seconds; tests pass a fake one to step through TTLs
         self._owns_client = client is None
         self._client = client if client is not None else _make_client(self.timeout)
-        self.reader = GitHubReader(self._client, self.timeout)
+        self.reader = GitHubReader(self._client, self.timeout, self)
         self._sources: OrderedDict[str, RepoSource] = OrderedDict()
         self._paused_until = 0.0  # clock(); no API call before it (rate limited)
         self._pause_reason = ""
@@ -507,6 +627,13 @@ class GitHubBackend:
     def _same_origin(self, url: str) -> bool:
         parts = urlsplit(url)
         return (parts.scheme, parts.netloc.lower()) == self._origin
+
+    def is_asset_url(self, url: str) -> bool:
+        """Whether ``url`` is an asset's API URL (``{api}/repos/{o}/{r}/releases/assets/{id}``), the only
+        download URL the token goes to. The origin alone would not do: GitHub Enterprise Server serves
+        ``browser_download_url`` and its storage from the API's host."""
+        parts = urlsplit(url)
+        return self._same_origin(url) and not parts.query and bool(self._asset_path.fullmatch(parts.path))
 
     def _check_pause(self) -> None:
         left = self.paused_for
@@ -629,6 +756,8 @@ class RepoSource:
         self._logged_skips: frozenset[model.Skip] = frozenset()
         # what the catalog was built from: the releases resolved and the entries that were not releases
         self._seen: tuple[tuple[model.Release, ...], tuple[model.Skip, ...]] = ((), ())
+        # (credential, ETag, private) of the last GET /repos/{o}/{r}, for conditional requests
+        self._visibility: tuple[str, str | None, bool] | None = None
         self.refreshes = 0  # refreshes attempted, for tests and metrics
 
     @property
@@ -645,9 +774,17 @@ class RepoSource:
         return self._task is not None
 
     @property
+    def private(self) -> bool:
+        """Whether GitHub last said the repository is private (its files are then proxied)."""
+        return self._visibility is not None and self._visibility[2]
+
+    @property
+    def repository_url(self) -> str:
+        return f"{self._backend.api_base}/repos/{quote(self.owner)}/{quote(self.repo)}"
+
+    @property
     def url(self) -> str:
-        repository = f"{quote(self.owner)}/{quote(self.repo)}"
-        return f"{self._backend.api_base}/repos/{repository}/releases?per_page={PER_PAGE}"
+        return f"{self.repository_url}/releases?per_page={PER_PAGE}"
 
     # -- what the server calls ----------------------------------------------------------------
 
@@ -678,6 +815,13 @@ class RepoSource:
         if self._task is not None or clock() - self._last_attempt >= self._backend.retry_interval:
             await self._join_refresh()
         return self._state()
+
+    def open(self, ref: model.FileRef) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """The bytes of a proxied file (``ref.proxy``: a private repository's asset), from GitHub's API
+        with the token (spec §5); see :meth:`GitHubReader.proxy` for the errors and timeouts."""
+        if ref.url is None or not self._backend.is_asset_url(ref.url):
+            raise errors.NotFoundError(f"{self.name}: that file has no API URL to proxy")
+        return self._backend.reader.proxy(ref.url, ref.size)
 
     async def lookup(self, path: str) -> model.FileRef:
         """The file behind an item path (``images/<name>/<arch>/v<version>/<file>``), with at most one
@@ -740,7 +884,7 @@ class RepoSource:
         if isinstance(error, errors.NotFoundError):
             if self._catalog is not None:
                 log.warning("github %s: the repository is gone (%s); dropping its catalog", self.name, error)
-            self._catalog, self._store, self._seen = None, {}, ((), ())
+            self._catalog, self._store, self._seen, self._visibility = None, {}, ((), ()), None
         if self._catalog is not None:
             self._problem = str(error)
             log.warning("github %s: refresh failed, serving the last catalog: %s", self.name, error)
@@ -757,7 +901,8 @@ class RepoSource:
         if not listing.changed and self._catalog is not None:
             log.debug("github %s: releases unchanged (%d pages, all 304)", self.name, len(listing.pages))
         else:
-            releases, skips = self._releases(listing.pages)
+            private = await self._private()
+            releases, skips = self._releases(listing.pages, private)
             if self._catalog is not None and (tuple(releases), tuple(skips)) == self._seen:
                 # Pages change with fields we do not use (download_count moves with every download).
                 log.debug("github %s: the listing changed, its releases did not", self.name)
@@ -766,14 +911,18 @@ class RepoSource:
                 catalog = build_catalog(
                     builds, backend.options, skipped=[*skips, *resolve_skips], now=datetime.now(UTC)
                 )
+                if private:
+                    proxied = {path: replace(ref, proxy=True) for path, ref in catalog.files.items()}
+                    catalog = replace(catalog, files=proxied)
                 self._log_skips([s for s in catalog.skipped if s not in set(resolve_skips)])
                 log.info(
-                    "github %s: catalog built: %d products from %d releases (%d pages), %d skipped",
+                    "github %s: catalog built: %d products from %d releases (%d pages), %d skipped%s",
                     self.name,
                     len(catalog.products),
                     len(releases),
                     len(listing.pages),
                     len(catalog.skipped),
+                    "; private, downloads are proxied" if private else "",
                 )
                 self._catalog = catalog
                 self._seen = (tuple(releases), tuple(skips))
@@ -821,10 +970,48 @@ class RepoSource:
         changed = changed or set(store) != set(self._store)
         return _Listing(pages, store, changed)
 
-    def _releases(self, pages: Sequence[_Page]) -> tuple[list[model.Release], list[model.Skip]]:
+    async def _private(self) -> bool:
+        """Whether the repository is private (or internal), from ``GET /repos/{o}/{r}`` (spec §5).
+
+        Asked only when the listing changed (a warm refresh whose pages all answer 304 sends nothing
+        more), with the ETag of the last answer for this credential, so it is usually a 304: free with a
+        token. Without a token the question does not arise: GitHub shows anonymous callers public
+        repositories only, and answers 404 for the rest.
+        """
+        backend = self._backend
+        if backend._token is None:
+            return False
+        credential = backend._credential
+        stored = (
+            self._visibility if self._visibility is not None and self._visibility[0] == credential else None
+        )
+        response, body = await backend.api_get(self.repository_url, stored[1] if stored is not None else None)
+        if response.status_code == 304 and stored is not None:
+            return stored[2]
+        if response.status_code != 200:
+            raise backend._failure(response, body, f"repository {self.name}")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        flag = document.get("private") if isinstance(document, dict) else None
+        if not isinstance(flag, bool):
+            raise errors.UpstreamError(f"GitHub's answer for repository {self.name} has no 'private' flag")
+        assert isinstance(document, dict)
+        # "internal" (GitHub Enterprise) repositories also need a token to download from
+        private = flag or document.get("visibility") in ("private", "internal")
+        if stored is not None and stored[2] != private:
+            log.warning("github %s: the repository is now %s", self.name, "private" if private else "public")
+        self._visibility = (credential, response.headers.get("etag"), private)
+        return private
+
+    def _releases(
+        self, pages: Sequence[_Page], private: bool = False
+    ) -> tuple[list[model.Release], list[model.Skip]]:
         """The releases of every page, sorted by tag so resolving is deterministic. A tag seen twice (a
         release published while we paged shifts one onto two pages) counts once, and a draft never
-        displaces a published release of the same tag; drafts are passed on for resolve to skip."""
+        displaces a published release of the same tag; drafts are passed on for resolve to skip.
+        A private repository's assets are located by their API URLs (:func:`asset_from_json`)."""
         published: dict[str, model.Release] = {}
         drafts: dict[str, model.Release] = {}
         skips: list[model.Skip] = []
@@ -836,7 +1023,7 @@ class RepoSource:
             if not isinstance(documents, list):
                 raise errors.UpstreamError(f"page {number} of {self.name}'s releases is not a JSON list")
             for document in documents:
-                release = release_from_json(document)
+                release = release_from_json(document, private=private)
                 if release is None:
                     ident = document.get("id") if isinstance(document, dict) else None
                     skips.append(model.Skip(f"release {ident}", "bad-release", "no tag_name"))

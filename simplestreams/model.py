@@ -74,6 +74,7 @@ class FileRef:
     sha256: str
     path: str | None = None  # local file: served as 200 with exact Content-Length
     url: str | None = None  # remote: answered with a redirect
+    proxy: bool = False  # remote that needs our credentials (a private repository): ``url`` is proxied
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ Routes, per mounted backend:
   ``<base>/images/<name>/<arch>/v<version>/<file>``, answered 200 with the whole file and its exact
   Content-Length;
 - GitHub: ``/<owner>/<repo>/streams/v1/{index,images}.json`` and ``/<owner>/<repo>/images/...``,
-  answered 302 to the asset's stable ``browser_download_url`` from the cached catalog;
+  answered 302 to the asset's stable ``browser_download_url`` from the cached catalog, or for a private
+  repository (whose assets need our token, spec §5) 200 with the bytes proxied from GitHub;
 - ``/health`` (204 once every mounted directory has an index; ``X-Index-State: fresh|stale``) and
   ``/metrics`` (Prometheus text format).
 
@@ -18,10 +19,13 @@ put in the listener's :class:`~simplestreams.listener.FastCache`, which answers 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
 from .listener import CLOCK, FastCache, FastDocument, accepts_gzip
-from .model import Catalog, CatalogSource, CatalogState
+from .model import Catalog, CatalogSource, CatalogState, FileRef
 
 log = logging.getLogger("simplestreams.server")
 
@@ -157,6 +161,91 @@ async def _serve_document(
     return _document_response(request, document)
 
 
+Opener = Callable[[FileRef], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]]
+"""What a source that proxies files offers (``RepoSource.open``): the upstream bytes of a file."""
+
+
+class _ProxyResponse(Response):
+    """200 with exactly ``ref.size`` bytes streamed from upstream, or no complete response at all.
+
+    A proxied file (a private GitHub asset, spec §5) is fetched while it is sent, so its length and
+    sha256 are known only at the end. The index promises both, and LXD trusts Content-Length: so the
+    headers go out only once upstream has answered and sent its first bytes (an error before that is an
+    ordinary problem+json answer: 502, or 503 with Retry-After), and the chunk that completes the file
+    is held back until upstream has ended with exactly ``ref.size`` bytes of the right sha256. Anything
+    else (a short or long body, other bytes, a failure midway) ends the response without completing it:
+    uvicorn closes the connection, and the client sees fewer bytes than Content-Length. A client that
+    goes away stops the upstream transfer. HEAD answers the headers without asking upstream.
+    """
+
+    def __init__(self, ref: FileRef, opener: Opener, path: str) -> None:
+        super().__init__(media_type="application/octet-stream", headers={"content-length": str(ref.size)})
+        self.ref = ref
+        self.opener = opener
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watch):
+                task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+        if pump.cancelled():
+            log.info("%s: the client went away; upstream transfer stopped", self.path)
+            return
+        pump.result()  # an error before the first byte: answered by the exception handlers
+
+    async def _pump(self, send: Send) -> None:
+        ref, path = self.ref, self.path
+        async with self.opener(ref) as chunks:
+            iterator = aiter(chunks)
+            pending = await anext(iterator, b"")
+            received = len(pending)
+            digest = hashlib.sha256(pending)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            try:
+                while received <= ref.size:
+                    chunk = await anext(iterator, None)
+                    if chunk is None:
+                        break
+                    received += len(chunk)
+                    if received > ref.size:
+                        break
+                    digest.update(chunk)
+                    await send({"type": "http.response.body", "body": pending, "more_body": True})
+                    pending = chunk
+            except errors.RequestError as exc:
+                log.warning("%s: proxy aborted after %d of %d bytes: %s", path, received, ref.size, exc)
+                return
+        if received > ref.size:
+            log.warning(
+                "%s: proxy aborted: upstream sent more than the %d bytes the index says", path, ref.size
+            )
+            return
+        if received < ref.size:
+            log.warning(
+                "%s: proxy aborted: upstream sent %d bytes, the index says %d", path, received, ref.size
+            )
+            return
+        if digest.hexdigest() != ref.sha256:
+            log.warning("%s: proxy aborted: upstream bytes do not have the indexed sha256", path)
+            return
+        await send({"type": "http.response.body", "body": pending, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (or the response is complete: uvicorn says so the same way)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _serve_file(request: Request, source: CatalogSource) -> Response:
     path = "images/" + request.path_params["path"]
     catalog_state = await source.get()
@@ -168,6 +257,11 @@ async def _serve_file(request: Request, source: CatalogSource) -> Response:
         ref = (await source.get()).catalog.files.get(path)
     if ref is None:
         raise errors.NotFoundError(f"no such image file: {path}")
+    if ref.proxy:
+        opener: Opener | None = getattr(source, "open", None)
+        if opener is None:
+            raise TypeError(f"{type(source).__name__} lists a proxied file but cannot open it")
+        return _ProxyResponse(ref, opener, request.url.path)
     if ref.url is not None:
         return RedirectResponse(ref.url, status_code=302)
     if ref.path is None:

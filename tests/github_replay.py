@@ -19,14 +19,22 @@ spec/simplestreams.md §5), so the GitHub backend, the LXD tier and the benchmar
 * assets carry every field of §5 (``digest`` is ``"sha256:<hex>"``, or null for "older uploads");
 * ``browser_download_url`` = ``http://127.0.0.1:PORT/{owner}/{repo}/releases/download/{tag}/{name}``
   answers 302 to a short-lived ``/cdn/...`` URL that serves the bytes: 200 with the exact
-  ``Content-Length``, or 206 for a ``Range`` request. Downloads do not count against the API limit.
+  ``Content-Length``, or 206 for a ``Range`` request. Downloads do not count against the API limit;
+* ``GET /repos/{owner}/{repo}``: the repository, with ``private`` and ``visibility`` (conditional, like
+  every API answer);
+* ``GET /repos/{owner}/{repo}/releases/assets/{id}``: the asset's JSON, or with ``Accept:
+  application/octet-stream`` a 302 to the same kind of ``/cdn/...`` URL (an API request: it counts);
+* private repositories (``add_repo(..., private=True)``): every API route answers 404 to a caller
+  without a token, as GitHub does, and ``browser_download_url`` answers 404 to everyone (GitHub serves
+  it only to a browser session); the bytes are reachable only through the asset's API URL.
 
 The same routes also answer under ``/api/v3`` (GitHub Enterprise Server's API base).
 
 Tests drive a :class:`GitHubReplay` (``add_release``, ``replace_asset``, ``set_asset_state``,
-``remove_release``, ``fail_api``/``fail_next``/``fail_downloads``, ``exhaust_rate_limit``,
-``secondary_limit``) and read :attr:`GitHubReplay.requests`. :func:`serve` runs it with uvicorn in a
-background thread (own event loop), so synchronous code (the LXD tier, benchmarks) can use it too.
+``remove_release``, ``fail_api``/``fail_next``/``fail_downloads``, ``cdn_size_error``,
+``exhaust_rate_limit``, ``secondary_limit``) and read :attr:`GitHubReplay.requests`. :func:`serve`
+runs it with uvicorn in a background thread (own event loop), so synchronous code (the LXD tier,
+benchmarks) can use it too.
 Every method is safe to call from any thread.
 """
 
@@ -119,6 +127,7 @@ class ReplayRepo:
     name: str
     id: int
     releases: list[ReplayRelease] = field(default_factory=list)
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,11 @@ class Recorded:
     def is_cdn(self) -> bool:
         return self.path.startswith("/cdn/")
 
+    @property
+    def is_asset(self) -> bool:
+        """An API request for one asset (its JSON, or its bytes with ``Accept: application/octet-stream``)."""
+        return self.is_api and "/releases/assets/" in self.path
+
 
 class GitHubReplay:
     """Repositories, releases, the rate limit and the request log of one fake GitHub."""
@@ -166,6 +180,9 @@ class GitHubReplay:
         self.fail_next: list[int] = []  # statuses for the next API requests, one each
         self.fail_downloads: int | None = None  # every download answers this status while set
         self.cdn_delay = 0.0  # seconds the CDN waits before answering (a slow link)
+        # bytes the CDN sends more (> 0, zeros appended) or fewer (< 0) than the file has, with a
+        # Content-Length that matches what it sends: a body whose length disagrees with the listing
+        self.cdn_size_error = 0
         self.requests: list[Recorded] = []
         self._repos: dict[tuple[str, str], ReplayRepo] = {}
         self._cdn: dict[str, tuple[tuple[str, str], int]] = {}  # CDN token -> (repo key, asset id)
@@ -184,11 +201,14 @@ class GitHubReplay:
         self._clock += timedelta(seconds=1)
         return self._clock
 
-    def add_repo(self, owner: str, repo: str) -> None:
+    def add_repo(self, owner: str, repo: str, *, private: bool | None = None) -> None:
+        """Create the repository (public unless ``private``); ``private`` also changes an existing one."""
         with self._lock:
             key = (owner.lower(), repo.lower())
             if key not in self._repos:
                 self._repos[key] = ReplayRepo(owner, repo, self._next_id())
+            if private is not None:
+                self._repos[key].private = private
 
     def _repo(self, owner: str, repo: str) -> ReplayRepo:
         return self._repos[(owner.lower(), repo.lower())]
@@ -462,13 +482,17 @@ class GitHubReplay:
         )
 
     def _find_repo(self, request: Request) -> ReplayRepo | None:
+        """The repository of the route, or None when it does not exist or the caller may not see it
+        (a private repository without a token)."""
         params = request.path_params
+        found = None
         if "repo_id" in params:
-            for record in self._repos.values():
-                if str(record.id) == params["repo_id"]:
-                    return record
+            found = next((r for r in self._repos.values() if str(r.id) == params["repo_id"]), None)
+        else:
+            found = self._repos.get((params["owner"].lower(), params["repo"].lower()))
+        if found is not None and found.private and not self._authenticated(request):
             return None
-        return self._repos.get((params["owner"].lower(), params["repo"].lower()))
+        return found
 
     @staticmethod
     def _int_param(request: Request, name: str, default: int) -> int:
@@ -535,6 +559,83 @@ class GitHubReplay:
             return self._error(404, "Not Found", docs, self._rate_headers())
         return self._conditional(request, self._release_json(request, repo, release))
 
+    def _repo_json(self, request: Request, repo: ReplayRepo) -> Json:
+        origin = self._origin(request)
+        return {
+            "id": repo.id,
+            "node_id": f"R_{repo.id}",
+            "name": repo.name,
+            "full_name": f"{repo.owner}/{repo.name}",
+            "private": repo.private,
+            "visibility": "private" if repo.private else "public",
+            "owner": {"login": repo.owner, "id": 1, "type": "Organization"},
+            "html_url": f"{origin}/{repo.owner}/{repo.name}",
+            "description": "",
+            "fork": False,
+            "url": f"{origin}/repos/{repo.owner}/{repo.name}",
+            "releases_url": f"{origin}/repos/{repo.owner}/{repo.name}/releases{{/id}}",
+            "default_branch": "main",
+            "archived": False,
+            "disabled": False,
+        }
+
+    async def get_repo(self, request: Request) -> Response:
+        with self._lock:
+            response = self._get_repo(request)
+            self._record(request, response.status_code)
+            return response
+
+    def _get_repo(self, request: Request) -> Response:
+        if (gated := self._gate(request)) is not None:
+            return gated
+        repo = self._find_repo(request)
+        if repo is None:
+            self.remaining = max(0, self.remaining - 1)
+            return self._error(404, "Not Found", f"{DOCS}/repos/repos#get-a-repository", self._rate_headers())
+        return self._conditional(request, self._repo_json(request, repo))
+
+    async def get_asset(self, request: Request) -> Response:
+        """GET /repos/{o}/{r}/releases/assets/{id}: JSON, or the bytes (a 302 to the CDN) when the
+        caller accepts application/octet-stream, the only way to a private repository's asset."""
+        with self._lock:
+            response = self._get_asset(request)
+            self._record(request, response.status_code)
+            return response
+
+    def _get_asset(self, request: Request) -> Response:
+        if (gated := self._gate(request)) is not None:
+            return gated
+        repo = self._find_repo(request)
+        found = None
+        for release in repo.releases if repo is not None else []:
+            for asset in release.assets:
+                if str(asset.id) == request.path_params["asset_id"]:
+                    found = (release, asset)
+        if repo is None or found is None:
+            self.remaining = max(0, self.remaining - 1)
+            docs = f"{DOCS}/releases/assets#get-a-release-asset"
+            return self._error(404, "Not Found", docs, self._rate_headers())
+        release, asset = found
+        if "application/octet-stream" not in request.headers.get("accept", ""):
+            return self._conditional(request, self._asset_json(request, repo, release, asset))
+        self.remaining = max(0, self.remaining - 1)
+        if self.fail_downloads is not None:
+            return Response(b"Server Error", status_code=self.fail_downloads, headers=self._rate_headers())
+        if asset.state != "uploaded":
+            return self._error(404, "Not Found", DOCS, self._rate_headers())
+        return self._to_cdn(request, repo, asset, self._rate_headers())
+
+    def _to_cdn(
+        self, request: Request, repo: ReplayRepo, asset: ReplayAsset, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """302 to a signed, short-lived CDN URL for the asset."""
+        token = secrets.token_urlsafe(16)
+        self._cdn[token] = ((repo.owner.lower(), repo.name.lower()), asset.id)
+        expires = int(time.time()) + 300
+        query = urlencode({"X-Amz-Expires": 300, "X-Amz-Date": expires, "X-Amz-Signature": token[::-1]})
+        location = f"{self._origin(request)}/cdn/{token}?{query}"
+        return RedirectResponse(location, status_code=302, headers=dict(headers or {}))
+
     async def download(self, request: Request) -> Response:
         """github.com's download route: 302 to a signed, short-lived CDN URL."""
         with self._lock:
@@ -557,13 +658,9 @@ class GitHubReplay:
                     asset = next(
                         (a for a in release.assets if a.name == name and a.state == "uploaded"), None
                     )
-        if repo is None or asset is None:
+        if repo is None or asset is None or repo.private:  # private: only with a browser session
             return Response(b"Not Found", status_code=404, media_type="text/plain")
-        token = secrets.token_urlsafe(16)
-        self._cdn[token] = ((repo.owner.lower(), repo.name.lower()), asset.id)
-        expires = int(time.time()) + 300
-        query = urlencode({"X-Amz-Expires": 300, "X-Amz-Date": expires, "X-Amz-Signature": token[::-1]})
-        return RedirectResponse(f"{self._origin(request)}/cdn/{token}?{query}", status_code=302)
+        return self._to_cdn(request, repo, asset)
 
     async def cdn(self, request: Request) -> Response:
         if self.cdn_delay:
@@ -585,6 +682,10 @@ class GitHubReplay:
                 b"<Error><Code>AccessDenied</Code></Error>", status_code=403, media_type="application/xml"
             )
         asset.download_count += 1
+        if self.cdn_size_error:
+            data = b"".join(asset.chunks(0, asset.size))
+            data = data[: asset.size + self.cdn_size_error] + bytes(max(0, self.cdn_size_error))
+            return Response(data, status_code=200, media_type="application/octet-stream")
         start, end, status = 0, asset.size, 200
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         spec = request.headers.get("range", "")
@@ -616,6 +717,8 @@ class GitHubReplay:
                 Route(prefix + "/repos/{owner}/{repo}/releases", self.list_releases),
                 Route(prefix + "/repositories/{repo_id}/releases", self.list_releases),
                 Route(prefix + "/repos/{owner}/{repo}/releases/tags/{tag:path}", self.release_by_tag),
+                Route(prefix + "/repos/{owner}/{repo}/releases/assets/{asset_id}", self.get_asset),
+                Route(prefix + "/repos/{owner}/{repo}", self.get_repo),
             ]
         routes += [
             Route("/cdn/{token}", self.cdn, methods=["GET", "HEAD"]),

@@ -5,6 +5,9 @@ local GitHub replay (tests/github_replay.py); our server runs ``--backend github
 pulls ``https://127.0.0.1:PORT/<owner>/<repo>``. Our download route answers 302 to the stable
 ``browser_download_url``, the replay's download host answers 302 to its CDN, and LXD follows both
 (§2.2). The replay's request log shows which way the bytes went.
+
+A private repository's assets need a token, which LXD does not have: our server fetches them from the
+asset API with its token and proxies the bytes (§5), so LXD never talks to GitHub at all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,8 @@ from tests.github_replay import GitHubReplay, serve
 from tests.lxd.conftest import IMAGE, Busybox, ImageServer, LxdOps, ServerFactory
 
 pytestmark = pytest.mark.lxd
+
+TOKEN = "ghp_" + "LxdTierPrivateToken" * 2
 
 
 @pytest.fixture
@@ -96,3 +102,61 @@ def test_refresh_follows_new_release(
     assert refreshed.ok, refreshed.error
     assert lxd_ops.alias_target(alias) == newer
     assert lxd_ops.image(first) is None
+
+
+def test_pull_and_launch_from_a_private_repository(
+    replay: tuple[GitHubReplay, str],
+    busybox: Busybox,
+    start_image_server: ServerFactory,
+    lxd_ops: LxdOps,
+    tmp_path: Path,
+) -> None:
+    """A private repository (browser_download_url answers 404 there): our server, holding a token,
+    reads the assets through the asset API and proxies them; LXD pulls and launches the image
+    without ever reaching GitHub, and the token reaches neither the CDN nor the log."""
+    github, origin = replay
+    github.token = TOKEN
+    owner, repo = f"ws-{uuid.uuid4().hex[:10]}", "private-images"
+    github.add_repo(owner, repo, private=True)
+    github.add_release(owner, repo, f"{IMAGE}/v{busybox.first.version}", busybox.first.assets)
+    token_file = tmp_path / "github-token"
+    token_file.write_text(TOKEN + "\n")
+    server = start_image_server(
+        [
+            "--backend",
+            "github",
+            "--github-api",
+            origin,
+            "--github-token-file",
+            str(token_file),
+            "--ttl",
+            "60",
+        ],
+        base_path=f"/{owner}/{repo}",
+    )
+    assert busybox.first.fingerprint in server.fingerprints()  # the catalog is built (and read)
+    lxd_ops.forget(busybox.first.fingerprint)
+    github.clear_log()
+    served = server.metric("webspaces_images_requests_total", {"kind": "download", "status": "200"})
+    name = f"ws-ghp-{uuid.uuid4().hex[:8]}"
+
+    outcome = lxd_ops.launch(name, lxd_ops.image_source(server, alias=IMAGE))
+
+    assert outcome.ok, outcome.error
+    assert lxd_ops.instance(name)["config"]["volatile.base_image"] == busybox.first.fingerprint
+    assert lxd_ops.read_file(name, "/etc/hostname").decode().strip() == name
+    log = github.recorded()
+    assert not [r for r in log if r.headers.get("user-agent", "").startswith("LXD")], "LXD reached GitHub"
+    # Each file LXD took (meta and rootfs) is one proxied 200 of ours: one asset API call with the
+    # token, answered 302, and one CDN fetch without it.
+    assert (
+        server.metric("webspaces_images_requests_total", {"kind": "download", "status": "200"}) - served == 2
+    )
+    assets = [r for r in log if r.is_asset]
+    assert len(assets) == 2 and all(r.status == 302 for r in assets), [(r.path, r.status) for r in log]
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in assets)
+    assert all(r.headers.get("accept") == "application/octet-stream" for r in assets)
+    cdn = [r for r in log if r.is_cdn]
+    assert len(cdn) == 2 and all(r.status == 200 and "authorization" not in r.headers for r in cdn)
+    assert not [r for r in log if r.is_download], "browser_download_url is no use for a private repository"
+    assert TOKEN not in server.log_text()

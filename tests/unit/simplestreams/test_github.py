@@ -18,18 +18,23 @@ import pathlib
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import uvicorn.server
+import uvloop
 
 from simplestreams import errors, model
 from simplestreams.arch import kernel_arch
 from simplestreams.catalog import CatalogOptions
 from simplestreams.github import GitHubBackend, next_link, valid_repository
 from simplestreams.hashcache import HashCache
-from tests.github_replay import GitHubReplay, serve
+from simplestreams.listener import FastCache, Listener, bind, protocol_factory
+from simplestreams.server import DirectoryMount, create_app
+from tests.github_replay import GitHubReplay, releases_of, serve
 from tests.simplestreams_files import CREATED, fake_squashfs_bytes, meta_bytes, write_squashfs
 
 T = TypeVar("T")
@@ -66,12 +71,16 @@ def image_assets(
     return assets
 
 
-def run(scenario: Coroutine[Any, Any, T]) -> T:
+def run(scenario: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
+    """Run ``scenario`` on asyncio's loop or on uvloop (what the service runs), within 60 s."""
+
     async def bounded() -> T:
         async with asyncio.timeout(60):
             return await scenario
 
-    return asyncio.run(bounded())
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(bounded())
 
 
 class FakeClock:
@@ -554,7 +563,10 @@ def test_allow_list_and_names(github: tuple[GitHubReplay, str]) -> None:
                     backend.source(owner, repo)
 
     run(scenario())
-    assert {r.path for r in replay.recorded(api=True)} == {f"/repos/{OWNER}/{REPO.upper()}/releases"}
+    assert {r.path for r in replay.recorded(api=True)} == {
+        f"/repos/{OWNER}/{REPO.upper()}/releases",
+        f"/repos/{OWNER}/{REPO.upper()}",  # is it private? (asked with the listing's first answer)
+    }
     with pytest.raises(errors.ConfigError):
         GitHubBackend(allow=["no-slash"])
     assert valid_repository("Netsoc", "webspace.images_2") and not valid_repository("x" * 40, "r")
@@ -804,3 +816,344 @@ def test_replay_speaks_github(github: tuple[GitHubReplay, str]) -> None:
         limited = client.get(f"{origin}/repos/{OWNER}/{REPO}/releases")
         assert limited.status_code == 403 and limited.headers["x-ratelimit-remaining"] == "0"
         assert limited.json()["message"].startswith("API rate limit exceeded")
+
+
+# -- private repositories (spec §5: the API URL with the token; bytes proxied) ------------------------
+
+ROOTFS_PATH = "images/busybox/amd64/v1.0.0/rootfs.squashfs"
+META_PATH = "images/busybox/amd64/v1.0.0/lxd.tar.xz"
+ROOTFS_URL, META_URL = f"/{OWNER}/{REPO}/{ROOTFS_PATH}", f"/{OWNER}/{REPO}/{META_PATH}"
+
+
+def private_repo(replay: GitHubReplay, rootfs_size: int = 4096) -> dict[str, bytes | pathlib.Path]:
+    """A private repository with one release: sha256 sidecar and null digests, so the reader has to
+    fetch the meta, the sidecars and the rootfs (for the combined hash) through the asset API."""
+    replay.add_repo(OWNER, REPO, private=True)
+    assets = image_assets(rootfs=fake_squashfs_bytes(rootfs_size, seed=b"private"), sidecar=True)
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", assets, digests=False)
+    return assets
+
+
+def repo_requests(replay: GitHubReplay) -> list[Any]:
+    return [r for r in replay.recorded(api=True) if r.path == f"/repos/{OWNER}/{REPO}"]
+
+
+def test_private_repository_is_read_through_the_asset_api(github: tuple[GitHubReplay, str]) -> None:
+    """GitHub says the repository is private: assets are located by their API URLs and fetched with
+    Accept: application/octet-stream and the token; GitHub's 302 to its CDN is followed without the
+    token; browser_download_url (which needs a browser session) is never used; every file is proxied."""
+    replay, origin = github
+    assets = private_repo(replay)
+
+    async def scenario() -> tuple[model.CatalogState, bool]:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            return await source.get(), source.private
+
+    state, private = run(scenario())
+    assert private and state.fresh and list(state.catalog.products) == ["busybox:amd64"]
+    files = state.catalog.files
+    assert files and all(ref.proxy for ref in files.values())
+    assert all(ref.url and "/releases/assets/" in ref.url for ref in files.values())
+    rootfs = assets["rootfs.amd64.squashfs"]
+    assert isinstance(rootfs, bytes) and files[ROOTFS_PATH].sha256 == sha(rootfs)
+    assert [r.status for r in repo_requests(replay)] == [200]
+    fetched = [r for r in replay.recorded() if r.is_asset]
+    assert fetched and all(r.status == 302 for r in fetched)
+    for request in fetched:
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert request.headers["accept"] == "application/octet-stream"
+        assert request.headers["x-github-api-version"] == "2022-11-28"
+    cdn = replay.recorded(cdn=True)
+    assert len(cdn) == len(fetched) and all("authorization" not in r.headers for r in cdn)
+    assert replay.recorded(download=True) == []
+
+
+def test_private_repository_without_a_token_is_not_found(github: tuple[GitHubReplay, str]) -> None:
+    """Anonymous callers do not see private repositories (GitHub: 404), and an anonymous backend does
+    not ask whether a repository is private (what it can see is public)."""
+    replay, origin = github
+    private_repo(replay)
+    replay.add_release(OWNER, "open", "busybox/v1.0.0", image_assets())
+
+    async def scenario() -> model.Catalog:
+        async with backend_at(origin, token=None) as backend:
+            with pytest.raises(errors.NotFoundError):
+                await backend.source(OWNER, REPO).get()
+            return (await backend.source(OWNER, "open").get()).catalog
+
+    public = run(scenario())
+    assert [(r.path, r.status) for r in replay.recorded(api=True)] == [
+        (f"/repos/{OWNER}/{REPO}/releases", 404),
+        (f"/repos/{OWNER}/open/releases", 200),
+    ]
+    assert public.files and not any(ref.proxy for ref in public.files.values())
+
+
+def test_repository_metadata_adds_nothing_to_a_warm_refresh(github: tuple[GitHubReplay, str]) -> None:
+    """The repository is asked about only when the listing changed, with its ETag: a 304 (free with a
+    token) keeps the catalog as it is; a warm refresh whose pages answer 304 sends nothing more."""
+    replay, origin = github
+    private_repo(replay)
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            first = await source.get()
+            replay.clear_log()
+            remaining = replay.remaining
+
+            # our downloads moved download_count: the listing changed, its releases did not
+            second = await source.refresh()
+            asked = repo_requests(replay)
+            assert [r.status for r in asked] == [304] and asked[0].headers["if-none-match"].startswith('W/"')
+            assert second.catalog is first.catalog
+            assert [r for r in replay.recorded() if r.is_asset or r.is_cdn] == []
+            replay.clear_log()
+
+            third = await source.refresh()
+            assert [(r.path, r.status) for r in replay.recorded()] == [
+                (f"/repos/{OWNER}/{REPO}/releases", 304)
+            ]
+            assert third.catalog is first.catalog and third.fresh
+            assert replay.remaining == remaining - 1  # the one 200 listing; 304s to a token are free
+
+    run(scenario())
+
+
+def test_visibility_change_follows_the_next_changed_listing(github: tuple[GitHubReplay, str]) -> None:
+    """A public repository made private (and back) switches between redirects and proxying at the
+    next refresh whose listing changed, without reading any asset it already knows again."""
+    replay, origin = github
+    replay.add_release(OWNER, REPO, "busybox/v1.0.0", image_assets(seed="1"))
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend:
+            source = backend.source(OWNER, REPO)
+            public = (await source.get()).catalog
+            assert not source.private and not any(ref.proxy for ref in public.files.values())
+            assert public.files[META_PATH].url == (
+                f"{origin}/{OWNER}/{REPO}/releases/download/busybox/v1.0.0/lxd.amd64.tar.xz"
+            )
+            replay.add_repo(OWNER, REPO, private=True)
+            replay.add_release(OWNER, REPO, "busybox/v2.0.0", image_assets(seed="2"))
+            replay.clear_log()
+            private = (await source.refresh()).catalog
+            assert source.private and all(ref.proxy for ref in private.files.values())
+            assert len(private.files) == 2 * len(public.files)
+            read = {int(r.path.rsplit("/", 1)[1]) for r in replay.recorded() if r.is_asset}
+            newer = next(r for r in releases_of(replay, OWNER, REPO) if r.tag == "busybox/v2.0.0")
+            assert read and read <= {asset.id for asset in newer.assets}  # v1.0.0's are cached
+            replay.add_repo(OWNER, REPO, private=False)
+            replay.remove_release(OWNER, REPO, "busybox/v2.0.0")
+            again = (await source.refresh()).catalog
+            assert not source.private and again.files == public.files
+
+    run(scenario())
+
+
+# -- the download route: a real listener, the Starlette app and the backend in one loop --------------
+
+
+@contextlib.asynccontextmanager
+async def image_server(
+    backend: GitHubBackend | None, *mounts: DirectoryMount
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Our server (plain HTTP on a loopback port the OS picks) in front of ``backend``, and a client."""
+    fast = FastCache()
+    app, _ = create_app(github=backend, directories=mounts, fast=fast)
+    state = uvicorn.server.ServerState()
+    listener = Listener(bind("127.0.0.1", 0), protocol_factory(app, fast, state), None)
+    listener.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{listener.address[1]}",
+            trust_env=False,
+            timeout=10.0,
+        ) as client:
+            yield client
+    finally:
+        listener.close()
+        for connection in list(state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_private_file_is_proxied_with_its_exact_length(github: tuple[GitHubReplay, str], loop: str) -> None:
+    """GET streams the bytes from GitHub (200, Content-Length = the indexed size, several chunks);
+    HEAD answers the same headers without asking GitHub; the token reaches only the asset API."""
+    replay, origin = github
+    assets = private_repo(replay, rootfs_size=3 * 1024 * 1024 + 17)
+    rootfs = assets["rootfs.amd64.squashfs"]
+    assert isinstance(rootfs, bytes)
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend, image_server(backend) as client:
+            await backend.source(OWNER, REPO).get()
+            replay.clear_log()
+            head = await client.head(ROOTFS_URL)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == str(len(rootfs))
+            assert replay.recorded() == []  # HEAD costs GitHub nothing
+            response = await client.get(ROOTFS_URL)
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(rootfs))
+            assert response.headers["content-type"] == "application/octet-stream"
+            assert response.content == rootfs
+            meta = await client.get(META_URL)
+            assert meta.status_code == 200 and meta.content == assets["lxd.amd64.tar.xz"]
+
+    run(scenario(), loop)
+    asked = [r for r in replay.recorded() if r.is_asset]
+    assert len(asked) == 2 and all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in asked)
+    cdn = replay.recorded(cdn=True)
+    assert [r.status for r in cdn] == [200, 200] and all("authorization" not in r.headers for r in cdn)
+    assert replay.recorded(download=True) == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("error", [-100, 100], ids=["short", "long"])
+def test_a_body_of_the_wrong_length_aborts_the_connection(
+    github: tuple[GitHubReplay, str], caplog: pytest.LogCaptureFixture, error: int, loop: str
+) -> None:
+    """Upstream sends fewer or more bytes than the index says: the client never gets a complete 200
+    (fewer bytes than Content-Length, then the connection closes), and the server logs why."""
+    replay, origin = github
+    private_repo(replay, rootfs_size=200_000)
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend, image_server(backend) as client:
+            await backend.source(OWNER, REPO).get()
+            replay.cdn_size_error = error
+            received = 0
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("GET", ROOTFS_URL) as response:
+                    assert response.status_code == 200
+                    assert response.headers["content-length"] == "200000"
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+            assert received < 200_000
+
+    with caplog.at_level(logging.WARNING, logger="simplestreams.server"):
+        run(scenario(), loop)
+    assert "proxy aborted: upstream sent" in caplog.text
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_client_that_goes_away_stops_the_upstream_transfer(
+    github: tuple[GitHubReplay, str], caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
+    """A client that reads the head of a large file and hangs up: the transfer from GitHub stops
+    (32 MB is more than the socket buffers between a silent client and the server can hold)."""
+    replay, origin = github
+    private_repo(replay, rootfs_size=32 * 1024 * 1024)
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend, image_server(backend) as client:
+            await backend.source(OWNER, REPO).get()
+            port = client.base_url.port
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(f"GET {ROOTFS_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+            finally:
+                writer.close()
+                await writer.wait_closed()
+            for _ in range(100):
+                if "the client went away" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="simplestreams.server"):
+        run(scenario(), loop)
+    assert "the client went away; upstream transfer stopped" in caplog.text
+    assert "proxy aborted" not in caplog.text
+
+
+@dataclass
+class ProxiedSource:
+    """A catalog source with one proxied file whose upstream sends ``body`` in 1000-byte chunks."""
+
+    ref: model.FileRef
+    body: bytes
+
+    def current(self) -> model.CatalogState:
+        catalog = model.Catalog(b"{}", b"{}", '"x"', {ROOTFS_PATH: self.ref}, ())
+        return model.CatalogState(catalog, fresh=True)
+
+    async def get(self) -> model.CatalogState:
+        return self.current()
+
+    @contextlib.asynccontextmanager
+    async def open(self, ref: model.FileRef) -> AsyncIterator[AsyncIterator[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            for offset in range(0, len(self.body), 1000):
+                yield self.body[offset : offset + 1000]
+
+        yield chunks()
+
+
+def test_bytes_other_than_the_indexed_ones_abort_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    """Upstream sends the right number of bytes but not the indexed ones: the last chunk is held back,
+    so the client gets no complete response; the indexed bytes go through whole."""
+    right, wrong = b"r" * 10_000, b"r" * 9_999 + b"w"
+    ref = model.FileRef("squashfs", len(right), sha(right), url="https://example.invalid/asset", proxy=True)
+
+    async def scenario() -> None:
+        for body, complete in ((right, True), (wrong, False)):
+            async with image_server(None, DirectoryMount("/local", ProxiedSource(ref, body))) as client:
+                if complete:
+                    response = await client.get(f"/local/{ROOTFS_PATH}")
+                    assert response.status_code == 200 and response.content == right
+                    continue
+                received = 0
+                with pytest.raises(httpx.RemoteProtocolError):
+                    async with client.stream("GET", f"/local/{ROOTFS_PATH}") as streamed:
+                        assert streamed.status_code == 200
+                        async for chunk in streamed.aiter_raw():
+                            received += len(chunk)
+                assert received < len(right)
+
+    with caplog.at_level(logging.WARNING, logger="simplestreams.server"):
+        run(scenario())
+    assert "upstream bytes do not have the indexed sha256" in caplog.text
+
+
+def test_upstream_failure_before_the_first_byte_is_a_problem(github: tuple[GitHubReplay, str]) -> None:
+    """GitHub's 500 becomes 502 problem+json; a rate limit 503 with Retry-After; public repositories
+    are still answered with a 302 to browser_download_url, asking GitHub nothing."""
+    replay, origin = github
+    private_repo(replay)
+    replay.add_release(OWNER, "open", "busybox/v1.0.0", image_assets())
+
+    async def scenario() -> None:
+        async with backend_at(origin) as backend, image_server(backend) as client:
+            await backend.source(OWNER, REPO).get()
+            await backend.source(OWNER, "open").get()
+            replay.clear_log()
+            public = await client.get(f"/{OWNER}/open/{META_PATH}")
+            assert public.status_code == 302
+            assert public.headers["location"] == (
+                f"{origin}/{OWNER}/open/releases/download/busybox/v1.0.0/lxd.amd64.tar.xz"
+            )
+            assert replay.recorded() == []
+
+            replay.fail_downloads = 500
+            failed = await client.get(ROOTFS_URL)
+            assert failed.status_code == 502
+            assert failed.headers["content-type"] == "application/problem+json"
+            assert "500" in failed.json()["message"]
+
+            replay.fail_downloads = None
+            replay.exhaust_rate_limit(reset_in=90)
+            limited = await client.get(ROOTFS_URL)
+            assert limited.status_code == 503
+            assert limited.headers["content-type"] == "application/problem+json"
+            assert 80 <= int(limited.headers["retry-after"]) <= 92
+            calls = len(replay.recorded(api=True))
+            again = await client.get(META_URL)  # paused: not even asked
+            assert again.status_code == 503 and len(replay.recorded(api=True)) == calls
+
+    run(scenario())
