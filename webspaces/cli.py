@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from dataplane.config import ConfigError
 from dataplane.dhcp import config as dhcp_config
@@ -45,23 +46,46 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(handler=_info)
 
 
-def _overlay(args: argparse.Namespace) -> int:
-    from dataplane.overlay import agent  # noqa: PLC0415 - pulls in uvicorn/pyroute2; only when run
-
-    flags = {key: getattr(args, key, None) for key in overlay_config.KEYS}
+def _run_program(
+    program: str,
+    load: Callable[[], Any],
+    config_errors: tuple[type[Exception], ...],
+    main: Callable[[Any], int],
+    run_errors: tuple[type[Exception], ...],
+    *,
+    quiet: Sequence[str] = (),
+) -> int:
+    """What every long-running subcommand does: configuration (exit 2 on a mistake), logging to
+    stderr at the configured level (``quiet`` loggers at warnings at least), then the program (exit
+    1 with its message when it cannot start or run)."""
     try:
-        config = overlay_config.load(flags, config_file=args.config)
-    except ConfigError as exc:
-        print(f"webspaces overlay: bad configuration: {exc}", file=sys.stderr)
+        config = load()
+    except config_errors as exc:
+        print(f"webspaces {program}: bad configuration: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        return agent.main(config)
-    except agent.AgentError as exc:
-        print(f"webspaces overlay: {exc}", file=sys.stderr)
+        return main(config)
+    except run_errors as exc:
+        print(f"webspaces {program}: {exc}", file=sys.stderr)
         return 1
+
+
+def _overlay(args: argparse.Namespace) -> int:
+    from dataplane.overlay import agent  # noqa: PLC0415 - pulls in uvicorn/pyroute2; only when run
+
+    flags = {key: getattr(args, key, None) for key in overlay_config.KEYS}
+    return _run_program(
+        "overlay",
+        lambda: overlay_config.load(flags, config_file=args.config),
+        (ConfigError,),
+        agent.main,
+        (agent.AgentError,),
+    )
 
 
 def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,20 +108,14 @@ def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _dhcp(args: argparse.Namespace) -> int:
     from dataplane.dhcp import service  # noqa: PLC0415 - pulls in pyroute2/uvicorn; only when run
 
-    try:
-        config = dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config)
-    except ConfigError as exc:
-        print(f"webspaces dhcp: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return _run_program(
+        "dhcp",
+        lambda: dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config),
+        (ConfigError,),
+        service.main,
+        (service.ServiceError,),
+        quiet=("pyroute2",),  # its debug output is per netlink message
     )
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug output is per netlink message
-    try:
-        return service.main(config)
-    except service.ServiceError as exc:
-        print(f"webspaces dhcp: {exc}", file=sys.stderr)
-        return 1
 
 
 def _dhcp_leases(args: argparse.Namespace) -> int:
@@ -167,21 +185,14 @@ def _images_serve(args: argparse.Namespace) -> int:
     from simplestreams.errors import ConfigError as ImagesConfigError  # noqa: PLC0415
 
     flags = {key: getattr(args, key, None) for key in images_config.KEYS}
-    try:
-        config = images_config.load(flags, config_file=args.config)
-    except ImagesConfigError as exc:
-        print(f"webspaces images serve: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return _run_program(
+        "images serve",
+        lambda: images_config.load(flags, config_file=args.config),
+        (ImagesConfigError,),
+        service.main,
+        (service.ServiceError,),
+        quiet=("httpx",),  # logs every request at INFO, signed CDN URLs included
     )
-    # httpx logs every request at INFO, signed CDN URLs included: keep it to warnings.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    try:
-        return service.main(config)
-    except service.ServiceError as exc:
-        print(f"webspaces images serve: {exc}", file=sys.stderr)
-        return 1
 
 
 def _images_build(args: argparse.Namespace) -> int:
