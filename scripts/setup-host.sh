@@ -22,7 +22,7 @@ packages=(
     # images and LXD
     squashfs-tools xz-utils lxd lxd-client
     # benchmarks
-    nginx-light wrk
+    nginx-light wrk curl
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }

@@ -96,6 +96,7 @@ class Plan:
     versions: int
     index_versions: int  # the index build: one image, this many versions x ARCHS
     warm_builds: int
+    download_mib: int  # one rootfs of this size, downloaded whole by curl from both servers
 
 
 FULL = Plan(
@@ -107,6 +108,7 @@ FULL = Plan(
     versions=20,
     index_versions=1000,
     warm_builds=5,
+    download_mib=256,
 )
 QUICK = Plan(
     wrk_seconds=3,
@@ -117,6 +119,7 @@ QUICK = Plan(
     versions=20,
     index_versions=1000,
     warm_builds=5,
+    download_mib=16,
 )
 
 
@@ -388,16 +391,27 @@ def nginx_config(prefix: Path, docroot: Path, ports: dict[str, int], cert: Path,
 
 
 @contextlib.contextmanager
-def serve_nginx(document: bytes, cert: Path, key: Path, workdir: Path) -> Iterator[Server]:
+def serve_nginx(
+    document: bytes, cert: Path, key: Path, workdir: Path, extra: dict[str, Path] | None = None
+) -> Iterator[Server]:
+    """nginx serving ``document`` at IMAGES_PATH and each ``extra`` file (hard-linked: the same bytes)
+    at its URL path."""
     prefix = workdir / "nginx"
     docroot = prefix / "root"
     target = docroot / IMAGES_PATH.lstrip("/")
     target.parent.mkdir(parents=True)
     target.write_bytes(document)
+    placed = [target]
+    for url_path, source in (extra or {}).items():
+        linked = docroot / url_path.lstrip("/")
+        linked.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, linked)
+        placed.append(linked)
     # nginx started as root serves as "nobody": every directory on the way must be searchable.
-    for directory in target.relative_to(workdir).parents:
-        (workdir / directory).chmod(0o755)
-    target.chmod(0o644)
+    for path in placed:
+        for directory in path.relative_to(workdir).parents:
+            (workdir / directory).chmod(0o755)
+        path.chmod(0o644)
     ports = {"http": free_port(), "https": free_port()}
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(prefix, docroot, ports, cert, key))
@@ -465,6 +479,35 @@ def run_wrk(server: Server, scheme: str, seconds: int, connections: int) -> WrkR
     )
 
 
+DOWNLOAD_PATH = "/images/download/amd64/v1.0.0/rootfs.squashfs"
+
+
+def curl_download(url: str, size: int, cafile: Path) -> float:
+    """Bytes per second of one whole download by curl (pinned beside wrk's CPU), checked for size."""
+    argv = [*pin(WRK_CPU), "curl", "-s", "-o", "/dev/null", "--cacert", str(cafile), "--max-time", "120"]
+    argv += ["-w", "%{http_code} %{size_download} %{speed_download}", url]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    fields = result.stdout.split()
+    if result.returncode != 0 or len(fields) != 3 or fields[0] != "200" or int(fields[1]) != size:
+        raise BenchError(f"download of {url}: curl {result.returncode} {result.stdout!r} {result.stderr!r}")
+    return float(fields[2])
+
+
+def measure_downloads(
+    servers: dict[str, Server], size: int, cafile: Path, rounds: int
+) -> list[dict[str, Any]]:
+    """Each server's rootfs download rate per scheme, ``rounds`` times in alternating order."""
+    measured: list[dict[str, Any]] = []
+    for round_number in range(rounds):
+        order = IMPLS if round_number % 2 == 0 else IMPLS[::-1]
+        for scheme in SCHEMES:
+            for impl in order:
+                base = servers[impl].urls[scheme].removesuffix(IMAGES_PATH)
+                rate = curl_download(base + DOWNLOAD_PATH, size, cafile)
+                measured.append({"impl": impl, "scheme": scheme, "bytes_per_s": rate})
+    return measured
+
+
 def write_corpus(root: Path, plan: Plan) -> int:
     """``plan.names`` images x ``plan.versions`` versions x ARCHS as release directories; file count."""
     for n in range(plan.names):
@@ -479,13 +522,17 @@ def measure_rps(plan: Plan) -> dict[str, Any]:
         workdir = Path(temporary)
         corpus = workdir / "corpus"
         files = write_corpus(corpus, plan)
+        download_size = plan.download_mib << 20
+        big = write_release(corpus, "download", "1.0.0", ["amd64"], rootfs_size=download_size)
+        big_file = big.directory / "rootfs.amd64.squashfs"
         with serve_ours(corpus, workdir) as ours:
             status, document = http_get(ours.urls["https"], timeout=30)
             if status != 200 or not document:
                 raise BenchError(f"our server gave {status} for {IMAGES_PATH}{_tail(ours.log)}")
             products = json.loads(document)["products"]
             state = workdir / "state"
-            with serve_nginx(document, state / "tls.crt", state / "tls.key", workdir) as nginx:
+            extra = {DOWNLOAD_PATH: big_file}
+            with serve_nginx(document, state / "tls.crt", state / "tls.key", workdir, extra) as nginx:
                 servers = {"ours": ours, "nginx": nginx}
                 for server in servers.values():
                     check_bodies(server, document)
@@ -502,6 +549,7 @@ def measure_rps(plan: Plan) -> dict[str, Any]:
                             runs.append(run_wrk(server, scheme, plan.wrk_seconds, plan.connections))
                 for server in servers.values():
                     check_bodies(server, document)  # still the same file after the load
+                downloads = measure_downloads(servers, download_size, state / "tls.crt", plan.rounds)
                 nginx_conf = (workdir / "nginx" / "nginx.conf").read_text()
         for run in runs:
             if run.bytes_read < 0.98 * len(document) * run.requests:
@@ -511,6 +559,8 @@ def measure_rps(plan: Plan) -> dict[str, Any]:
                 )
     return {
         "runs": runs,
+        "downloads": downloads,
+        "download_bytes": download_size,
         "document_bytes": len(document),
         "document_sha256": hashlib.sha256(document).hexdigest(),
         "corpus": {
@@ -601,8 +651,8 @@ def measure_index(plan: Plan) -> dict[str, Any]:
 
 
 def check_prerequisites() -> None:
-    """Raise ScenarioUnavailableError naming what is missing: wrk, nginx, or a working ``images serve``."""
-    for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light")):
+    """Raise ScenarioUnavailableError naming what is missing: wrk, nginx, curl, ``images serve``."""
+    for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light"), ("curl", "curl")):
         if shutil.which(tool) is None:
             raise ScenarioUnavailableError(f"needs {tool} on PATH (Debian package {package})")
     result = subprocess.run(
@@ -657,6 +707,18 @@ def run(options: Options) -> Report:
             for impl in IMPLS:
                 value = round(median(impl, scheme, f"{quantile}_ms"), 3)
                 results.append(Result(f"{scheme} latency {quantile}", impl, value, "ms"))
+    downloads: list[dict[str, Any]] = rps["downloads"]
+
+    def download_rate(impl: str, scheme: str) -> float:
+        rates = [d["bytes_per_s"] for d in downloads if (d["impl"], d["scheme"]) == (impl, scheme)]
+        return float(statistics.median(rates))
+
+    for scheme in SCHEMES:
+        for impl in IMPLS:
+            mb_per_s = round(download_rate(impl, scheme) / 1e6)
+            results.append(
+                Result(f"rootfs download {plan.download_mib} MiB {scheme}", impl, mb_per_s, "MB/s")
+            )
     label = f"index {plan.index_versions:,} versions x {len(ARCHS)} archs"
     warm_restart = statistics.median(index["warm_restart_s"])
     warm_same = statistics.median(index["warm_same_instance_s"])
@@ -670,6 +732,8 @@ def run(options: Options) -> Report:
         "index_1000_s": round(warm_restart, 4),
         "per_cpu_vs_nginx": ratio("https", "per_server_cpu_s"),
         "per_cpu_vs_nginx_http": ratio("http", "per_server_cpu_s"),
+        "download_vs_nginx_http": round(download_rate("ours", "http") / download_rate("nginx", "http"), 3),
+        "download_vs_nginx": round(download_rate("ours", "https") / download_rate("nginx", "https"), 3),
     }
     pinned = pin(SERVER_CPU)
     return Report(
@@ -693,6 +757,11 @@ def run(options: Options) -> Report:
                 "key": "both use the self-signed certificate and key ours made (STATE/tls.crt, tls.key)",
                 "negotiated": rps["tls"],
             },
+            "download": (
+                f"one {plan.download_mib} MiB rootfs (a fake squashfs; nginx serves a hard link of the same "
+                "file) fetched whole by curl per server and scheme, median of the rounds; "
+                "download_vs_nginx_http is the plain-HTTP probe LXD's daemon downloads with first"
+            ),
             "body": "identical bytes from both (checked before and after the load); no gzip requested",
             "rps_vs_nginx": "ours / nginx over HTTPS (what LXD uses); rps_vs_nginx_http over plain HTTP",
             "per_cpu_vs_nginx": "the same for requests per CPU-second of the server process(es), which "

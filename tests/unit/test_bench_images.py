@@ -120,12 +120,14 @@ IMAGES_RATIOS = {
     "index_1000_s",
     "per_cpu_vs_nginx",
     "per_cpu_vs_nginx_http",
+    "download_vs_nginx_http",
+    "download_vs_nginx",
 }
 
 
 @pytest.mark.net
 def test_images_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light")):
+    for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light"), ("curl", "curl")):
         require(shutil.which(tool) is not None, f"needs {tool} (Debian package {package})")
     path = tmp_path / "images.json"
     assert harness.main(["run", "images", "--quick", "--json", str(path)]) == 0
@@ -141,6 +143,7 @@ def test_images_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixtur
             f"images.json {scheme}",
             f"images.json {scheme} per server CPU-s",
             f"{scheme} latency p99",
+            f"rootfs download {images.QUICK.download_mib} MiB {scheme}",
         ):
             assert {(name, "ours"), (name, "nginx")} <= names
     assert document["ratios"].keys() == IMAGES_RATIOS
