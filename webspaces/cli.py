@@ -201,6 +201,12 @@ def _images_build(args: argparse.Namespace) -> int:
     return builder.run(args)
 
 
+def _images_add(args: argparse.Namespace) -> int:
+    from simplestreams import publish  # noqa: PLC0415
+
+    return publish.run(args)
+
+
 def _images_check(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
@@ -227,7 +233,7 @@ def _images_check(args: argparse.Namespace) -> int:
 
 
 def _register_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from simplestreams import builder  # noqa: PLC0415
+    from simplestreams import builder, publish  # noqa: PLC0415
     from simplestreams import config as images_config  # noqa: PLC0415
 
     parser = sub.add_parser(
@@ -262,6 +268,18 @@ def _register_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     builder.add_arguments(build)
     build.set_defaults(handler=_images_build)
+    add = commands.add_parser(
+        "add",
+        help="publish image files built elsewhere (distrobuilder, lxc image export) into a directory backend",
+        description="Copy a split image's META tarball (distrobuilder's lxd.tar.xz, or the "
+        "meta-<fingerprint>.tar.xz of 'lxc image export') and ROOTFS (rootfs.squashfs, "
+        "<fingerprint>.squashfs or an xz rootfs tarball) into DIR/NAME/vVERSION/ with the asset "
+        "names and sha256 sidecars the server expects, published atomically; the architecture comes "
+        "from metadata.yaml. Unified image tarballs are refused.",
+        epilog="Example: webspaces images add lxd.tar.xz rootfs.squashfs --name debian --into /srv/images",
+    )
+    publish.add_arguments(add)
+    add.set_defaults(handler=_images_add)
     check = commands.add_parser(
         "check",
         help="index a directory backend once and list what it publishes and what it skips",
