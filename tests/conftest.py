@@ -8,6 +8,7 @@ it fails, so CI can never go green by skipping the real-peer tiers.
 from __future__ import annotations
 
 import os
+import shutil
 from types import ModuleType
 
 import pytest
@@ -24,6 +25,16 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"prerequisite missing under CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def require_tools(*tools: str) -> None:
+    """Require root and network namespaces (``benchmarks.netlab.can_run``) and each program on PATH."""
+    from benchmarks.netlab import can_run  # noqa: PLC0415 - only the net tier needs it
+
+    reason = can_run()
+    require(reason is None, reason or "")
+    for tool in tools:
+        require(shutil.which(tool) is not None, f"needs {tool} (scripts/setup-host.sh installs it)")
 
 
 def twins(name: str) -> tuple[ModuleType, ModuleType]:

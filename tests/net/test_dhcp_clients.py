@@ -9,7 +9,6 @@ on failure (see :mod:`tests.net.dhcp_lab`).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -19,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.netlab import can_run, wait_for
+from benchmarks.netlab import wait_for
 from dataplane.wire import DhcpMessageType, MalformedPacket, decode_frame
-from tests.conftest import require
+from tests.conftest import require_tools
 from tests.net.dhcp_lab import (
     CLIENT_DEV,
     DHCLIENT_CONF,
@@ -39,13 +38,6 @@ pytestmark = pytest.mark.net
 
 METRICS = "127.0.0.1:9267"
 LEASE_TIME = 20  # T1 = 10 s: dhclient, which has no renew signal, renews by itself within the test
-
-
-def require_tools(*tools: str) -> None:
-    reason = can_run()
-    require(reason is None, reason or "")
-    for tool in tools:
-        require(shutil.which(tool) is not None, f"needs {tool} (scripts/setup-host.sh installs it)")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.netlab import can_run, wait_for
+from benchmarks.netlab import wait_for
 from dataplane.dhcp.events import LeaseState
 from dataplane.dhcp.service import read_leases
 from dataplane.wire import DhcpMessageType, MalformedPacket, decode_frame
-from tests.conftest import require
+from tests.conftest import require_tools
 from tests.net.dhcp_lab import CLIENT_DEV, SERVER, DhcpLab, ServerProcess, pcap_frames
 
 pytestmark = pytest.mark.net
@@ -40,10 +39,7 @@ BUDGET = 75.0  # seconds for the kill loop
 
 @pytest.fixture
 def lab() -> Iterator[DhcpLab]:
-    reason = can_run()
-    require(reason is None, reason or "")
-    for tool in ("perfdhcp", "tcpdump"):
-        require(shutil.which(tool) is not None, f"needs {tool} (scripts/setup-host.sh installs it)")
+    require_tools("perfdhcp", "tcpdump")
     with DhcpLab(tag="wk") as built:
         yield built
 

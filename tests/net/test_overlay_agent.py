@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import signal
 import sys
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.netlab import can_run, wait_for
-from tests.conftest import require
+from benchmarks.netlab import wait_for
+from tests.conftest import require, require_tools
 from tests.net.overlay_lab import (
     DNS_ADDRESS,
     TAP,
@@ -37,13 +36,6 @@ from tests.net.overlay_lab import (
 pytestmark = pytest.mark.net
 
 DNS_NAME = "ws.test"
-
-
-def require_tools(*tools: str) -> None:
-    reason = can_run()
-    require(reason is None, reason or "")
-    for tool in tools:
-        require(shutil.which(tool) is not None, f"needs {tool} (scripts/setup-host.sh installs it)")
 
 
 @pytest.fixture
