@@ -39,7 +39,7 @@ TLS_HANDSHAKE = 0x16
 MAX_HEAD = 16 * 1024
 GZIP_MIN = 1024
 
-_REASONS = {200: b"OK", 304: b"Not Modified", 400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+_REASONS = {200: b"OK", 304: b"Not Modified", 431: b"Request Header Fields Too Large"}
 
 
 def http_date(now: float | None = None) -> str:
@@ -79,31 +79,28 @@ class FastDocument:
     content_type: str = "application/json"
     extra_headers: tuple[tuple[str, str], ...] = ()
     gzipped: bytes | None = None
+    gzip_etag: str = field(init=False)
+    _opaque: tuple[str, str] = field(init=False)  # both tags without a W/ prefix, for comparison
     _variants: dict[tuple[int, bool, bool, bool], tuple[bytes, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.gzipped is None and len(self.body) >= GZIP_MIN:
             # mtime=0: the same body always gives the same bytes (and so a stable ETag per variant).
             self.gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        # A different representation needs a different entity tag (RFC 9110 §8.8.3).
+        etag = self.etag
+        self.gzip_etag = etag[:-1] + '-gz"' if etag.endswith('"') else etag + "-gz"
+        self._opaque = (etag.removeprefix("W/"), self.gzip_etag.removeprefix("W/"))
 
     def matches(self, if_none_match: str) -> bool:
         """RFC 9110 §13.1.2: weak comparison, a list of tags or ``*``."""
         if if_none_match.strip() == "*":
             return True
-        mine = self.etag.removeprefix("W/")
-        for candidate in if_none_match.split(","):
-            tag = candidate.strip().removeprefix("W/")
-            if tag in (mine, self.gzip_etag().removeprefix("W/")):
-                return True
-        return False
-
-    def gzip_etag(self) -> str:
-        # A different representation needs a different entity tag (RFC 9110 §8.8.3).
-        return self.etag[:-1] + '-gz"' if self.etag.endswith('"') else self.etag + "-gz"
+        return any(tag.strip().removeprefix("W/") in self._opaque for tag in if_none_match.split(","))
 
     def headers(self, status: int, use_gzip: bool) -> list[tuple[str, str]]:
         """The header fields (without Date and Connection) for the Starlette path."""
-        headers = [("etag", self.gzip_etag() if use_gzip else self.etag), ("vary", "accept-encoding")]
+        headers = [("etag", self.gzip_etag if use_gzip else self.etag), ("vary", "accept-encoding")]
         headers.extend(self.extra_headers)
         if status == 200:
             headers.append(("content-type", self.content_type))
@@ -386,7 +383,6 @@ class Listener:
         self._waiting: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.accepted = 0
         self.tls_connections = 0
         self.plain_connections = 0
 
@@ -410,7 +406,6 @@ class Listener:
             except OSError as exc:  # EMFILE and friends: log, keep listening
                 log.warning("accept failed: %s", exc)
                 return
-            self.accepted += 1
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             fd = conn.fileno()
