@@ -239,6 +239,8 @@ class DirectoryBackend:
         """Rescan every ``scan_interval`` seconds and rebuild on change, until cancelled.
 
         A failed rescan or rebuild is logged and the previous catalog kept (marked stale)."""
+        if self._catalog is not None:
+            await asyncio.sleep(self.scan_interval)  # just built (the service's start-up): no rescan yet
         while True:
             try:
                 if self._catalog is None:
