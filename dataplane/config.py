@@ -86,6 +86,18 @@ def check_interface(value: Any) -> str:
     return text
 
 
+def check_bool(value: Any) -> bool:
+    """A YAML boolean, or true/false, yes/no, on/off, 1/0 from a flag or the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean (true/false): {value!r}")
+
+
 def check_log_level(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in LOG_LEVELS:

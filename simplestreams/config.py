@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 # The value checkers every program shares (a leaf module: yaml and ipaddress, nothing of the engine).
-from dataplane.config import check_log_level
+from dataplane.config import check_bool, check_log_level
 
 from .errors import ConfigError
 
@@ -95,17 +95,6 @@ def _as_list(value: Any) -> tuple[str, ...]:
     raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
 def _as_seconds(value: Any) -> float:
     number = float(value)
     if not 0 < number <= 86400:
@@ -165,7 +154,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "base_path": _check_base,
     "listen": _check_addresses,
     "plain_listen": _check_addresses,
-    "tls": _as_bool,
+    "tls": check_bool,
     "tls_cert": str,
     "tls_key": str,
     "tls_san": _as_list,
@@ -175,9 +164,9 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "github_api": str,
     "github_token_file": str,
     "allow": _check_allow,
-    "prereleases": _as_bool,
-    "support_eol": _as_bool,
-    "incus_twin": _as_bool,
+    "prereleases": check_bool,
+    "support_eol": check_bool,
+    "incus_twin": check_bool,
     "aliases": _check_aliases,
     "log_level": check_log_level,
 }

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane.config import DNS_NAME as _DNS_NAME
-from dataplane.config import ConfigError, read_yaml
+from dataplane.config import ConfigError, check_bool, read_yaml
 from dataplane.config import check_int as _int
 from dataplane.config import check_interface as _check_interface
 from dataplane.config import check_ipv4 as _ipv4
@@ -132,17 +132,6 @@ def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"port out of range 1-65535: {port}")
     return host, port
-
-
-def _bool(text: str | bool) -> bool:
-    if isinstance(text, bool):
-        return text
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean (true/false): {text!r}")
 
 
 def _check_mtu(value: Any) -> int | None:
@@ -303,7 +292,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "kubernetes_api": _check_url,
     "health": _check_health,
     "ageing": _check_ageing,
-    "peers_only": _bool,
+    "peers_only": check_bool,
     "hook_up": _check_argv,
     "hook_change": _check_argv,
     "log_level": _check_log_level,

@@ -191,3 +191,15 @@ def test_latency_options_from_flags_environment_and_file(tmp_path: Path) -> None
     config = load({}, environ={}, config_file=path)
     assert (config.busy_poll, config.cpu) == (30, 1)
     assert config.origins["cpu"] == str(path)
+
+
+def test_yaml_booleans_and_numbers_are_booleans(tmp_path: Path) -> None:
+    """``peers_only: 1`` in YAML is an int, not a string: it is read as true, not a crash."""
+    for text, expected in (
+        ("peers_only: 1\n", True),
+        ("peers_only: false\n", False),
+        ("peers_only: on\n", True),
+    ):
+        path = tmp_path / "overlay.yaml"
+        path.write_text(f"local: 192.0.2.9\n{text}")
+        assert load({}, environ={}, config_file=path).peers_only is expected

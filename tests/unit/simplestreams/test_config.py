@@ -44,7 +44,7 @@ def test_flags_win_over_environment_over_file(tmp_path: Path) -> None:
         ("allow: [justowner]\n", "is not OWNER/REPO"),
         ("aliases: [busybox]\n", "expected NAME=ALIAS"),
         ("tls_cert: /x.pem\n", "tls_cert and tls_key go together"),
-        ("prereleases: maybe\n", "expected true or false"),
+        ("prereleases: maybe\n", "not a boolean"),
         ("- a list\n", "must hold a mapping"),
         ("http: {listen_address: ':80', tls: yes}\n", "takes only listen_address"),
     ],
