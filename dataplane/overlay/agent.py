@@ -17,9 +17,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,7 +284,7 @@ class Agent:
         assert self._datapath is not None and self._tap is not None
         config = self.config
         self._datapath.start()
-        await self._run_hook(config.hook_up, {"IFACE": self._tap.name})
+        await discovery.run_hook(config.hook_up, {"IFACE": self._tap.name}, what="up hook")
         datapath = self._datapath
         self._peerset = discovery.PeerSet(
             self.sources,
@@ -341,22 +340,6 @@ class Agent:
 
     async def _on_change(self, source: str, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
         log.info("peers from %s: +%s -%s", source, ",".join(added) or "none", ",".join(removed) or "none")
-
-    async def _run_hook(self, argv: tuple[str, ...], env: Mapping[str, str]) -> None:
-        """Run a kubelan-style hook; failures are logged, never fatal (kubelan parity)."""
-        if not argv:
-            return
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-            _, err = await asyncio.wait_for(process.communicate(), timeout=60)
-            if process.returncode:
-                log.warning(
-                    "hook %s exited %s: %s", argv[0], process.returncode, err.decode(errors="replace").strip()
-                )
-        except (OSError, TimeoutError) as exc:
-            log.warning("hook %s failed: %s", argv[0], exc)
 
 
 def main(config: OverlayConfig, *, compiled: bool | None = None) -> int:
