@@ -4,7 +4,7 @@
 ``python -m webspaces images serve --backend directory:CORPUS --listen 127.0.0.1:PORT --state-dir
 STATE --log-level warning``, HTTPS with the self-signed certificate it writes to ``STATE/tls.crt``, and
 plain HTTP answered on the same port (spec/simplestreams.md §2.2). The corpus is a directory of real
-releases (meta tarballs and fake squashfs files from :mod:`tests.simplestreams_files`,
+releases (meta tarballs and fake squashfs files from :mod:`simplestreams.synthetic`,
 :attr:`Plan.names` images x :attr:`Plan.versions` versions x 2 architectures). Once ``/health``
 answers 204, images.json is fetched from ours and those exact bytes are written to nginx's root, so
 both serve the identical file. nginx (Debian's nginx-light) runs in the foreground as our child from a
@@ -71,7 +71,7 @@ from typing import Any
 
 from simplestreams.directory import DirectoryBackend
 from simplestreams.hashcache import HashCache
-from tests.simplestreams_files import write_release
+from simplestreams.synthetic import write_release
 
 from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableError, register
 from ..netlab import stop_process, wait_for

@@ -32,8 +32,7 @@ from simplestreams import builder, errors, publish
 from simplestreams.directory import DirectoryBackend
 from simplestreams.meta import parse_meta
 from simplestreams.publish import BuiltImage, add_image
-from tests.conftest import require
-from tests.simplestreams_files import (
+from simplestreams.synthetic import (
     CREATED,
     compress,
     fake_squashfs_bytes,
@@ -42,6 +41,7 @@ from tests.simplestreams_files import (
     write_meta,
     write_squashfs,
 )
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = "20210828_1504"  # version-key prefix of CREATED, the helpers' creation_date

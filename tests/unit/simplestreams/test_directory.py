@@ -23,7 +23,7 @@ from simplestreams.catalog import CatalogOptions
 from simplestreams.directory import DirectoryBackend, LocalReader, scan
 from simplestreams.errors import UpstreamError
 from simplestreams.hashcache import HashCache
-from tests.simplestreams_files import publish, sha256_file, write_fake_squashfs, write_release
+from simplestreams.synthetic import publish, sha256_file, write_fake_squashfs, write_release
 
 T = TypeVar("T")
 INTERVAL = 0.05

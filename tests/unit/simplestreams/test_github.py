@@ -34,8 +34,8 @@ from simplestreams.github import GitHubBackend, next_link, valid_repository
 from simplestreams.hashcache import HashCache
 from simplestreams.listener import FastCache, Listener, bind, protocol_factory
 from simplestreams.server import DirectoryMount, create_app
+from simplestreams.synthetic import CREATED, fake_squashfs_bytes, meta_bytes, write_squashfs
 from tests.github_replay import GitHubReplay, releases_of, serve
-from tests.simplestreams_files import CREATED, fake_squashfs_bytes, meta_bytes, write_squashfs
 
 T = TypeVar("T")
 

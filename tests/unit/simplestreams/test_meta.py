@@ -16,7 +16,7 @@ from simplestreams import meta
 from simplestreams.arch import KERNEL_NAMES
 from simplestreams.errors import BadMetadataError
 from simplestreams.meta import metadata_from_json, metadata_to_json, parse_meta
-from tests.simplestreams_files import COMPRESSIONS, CREATED, meta_bytes
+from simplestreams.synthetic import COMPRESSIONS, CREATED, meta_bytes
 
 TEMPLATES = {"hostname.tpl": b"{{ container.name }}\n", "hosts.tpl": b"127.0.0.1 localhost\n"}
 

@@ -22,7 +22,7 @@ from simplestreams import model, resolve
 from simplestreams.directory import LocalReader, scan
 from simplestreams.hashcache import HashCache
 from simplestreams.resolve import resolve_release
-from tests.simplestreams_files import (
+from simplestreams.synthetic import (
     CREATED,
     fake_squashfs_bytes,
     sha256_file,

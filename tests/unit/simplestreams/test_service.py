@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simplestreams_files import write_release
+from simplestreams.synthetic import write_release
 
 CLI = [sys.executable, "-m", "webspaces.cli", "images"]
 

@@ -1,6 +1,8 @@
-"""Real image files for the simplestreams tests and benchmarks, written into a directory you give.
+"""Synthetic releases: real image files for benchmarks and tests, written into a directory you give.
 
-Everything here writes genuine formats, so the code under test reads what a publisher would upload:
+Everything here writes genuine formats, so the code under test (and the server a benchmark times)
+reads what a publisher would upload. It lives in product code because benchmarks need it and
+benchmarks never import tests:
 
 - :func:`meta_bytes` / :func:`write_meta`: a meta tarball (``lxd.<arch>.tar.xz``) made with
   :mod:`tarfile`, holding ``metadata.yaml`` (optionally as ``./metadata.yaml``) and templates,
@@ -36,7 +38,7 @@ from pathlib import Path
 import yaml
 import zstandard
 
-from simplestreams.arch import kernel_arch
+from .arch import kernel_arch
 
 CREATED = datetime(2021, 8, 28, 15, 4, tzinfo=UTC)
 """The default creation_date: version keys come out as ``20210828_1504_v<version>``."""
