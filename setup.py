@@ -4,7 +4,8 @@ The compiled modules are optional: when Cython or a C compiler is missing, or wh
 ``WEBSPACES_NO_EXTENSIONS=1`` is set, the package installs with its pure-Python twins only and says
 so. Two kinds of extension are built:
 
-* hand-written ``.pyx`` modules (``_buffer``, ``_checksum``, ``_batch``), typed for the hot path;
+* hand-written ``.pyx`` modules (``_buffer``, ``_checksum``, ``_batch``, ``_gso``, the VTEP, the
+  pump and its frame-handler base), typed for the hot path;
 * the per-frame codecs, compiled from their own pure-Python source under an underscore name
   (``ipv4.py`` -> ``_ipv4``), so the two twins cannot drift apart in behaviour.
 """
@@ -23,8 +24,10 @@ HANDWRITTEN = [
     "dataplane.wire._buffer",
     "dataplane.wire._checksum",
     "dataplane.wire._batch",
+    "dataplane.wire._gso",
+    "dataplane.pump._handler",
     "dataplane.overlay._vtep",
-    "dataplane.io._pump",
+    "dataplane.pump._tunnel",
 ]
 CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame", "dns"]
 # Pure-Python modules compiled from their own source as `_name` twins, outside dataplane.wire.

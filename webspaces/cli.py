@@ -25,13 +25,18 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _info(args: argparse.Namespace) -> int:
+    from dataplane.wire import _select  # noqa: PLC0415 - the twin registry, asked only here
+
     wire = implementation_report()
+    twins = _select.report()  # every twinned module of the engine, wire's included
     if args.json:
-        print(json.dumps({"version": __version__, "wire": wire}, indent=2, sort_keys=True))
+        print(json.dumps({"version": __version__, "wire": wire, "twins": twins}, indent=2, sort_keys=True))
     else:
         print(f"webspaces {__version__}")
-        for module, impl in sorted(wire.items()):
-            print(f"  dataplane.wire.{module:<10} {impl}")
+        width = max(map(len, twins), default=0)
+        for module in _select.TWINS:
+            if module in twins:
+                print(f"  {module:<{width}} {twins[module]}")
     return 0
 
 
@@ -39,8 +44,9 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser = sub.add_parser(
         "info",
         help="show the version and which packet-engine modules are compiled",
-        description="Show the version and, per wire module, whether the Cython build or the "
-        "pure-Python twin is in use (WEBSPACES_NO_EXTENSIONS=1 forces the twins).",
+        description="Show the version and, per twinned packet-engine module (wire codecs, GSO, "
+        "the VTEP, the pump, DHCP), whether the Cython build or the pure-Python twin is in use "
+        "(WEBSPACES_NO_EXTENSIONS=1 forces the twins).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=_info)

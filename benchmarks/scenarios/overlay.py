@@ -5,7 +5,7 @@ MTU 1450 on each side, VNI 4242, UDP 4789, the same pinned inner MACs in every c
 
 * ``kernel-vxlan``: the reference, a kernel VXLAN device at each end (default offloads, static
   all-zeros FDB entry towards the peer);
-* ``ours-compiled``: ``webspaces overlay`` at each end, compiled data path (``dataplane.io._pump``);
+* ``ours-compiled``: ``webspaces overlay`` at each end, compiled data path (``dataplane.pump._tunnel``);
 * ``ours-pure``: the same agent with ``WEBSPACES_NO_EXTENSIONS=1`` (the pure-Python twin).
 
 Each configuration gets a fresh pair of namespaces (so no neighbour, FDB or TAP state carries over,
@@ -444,9 +444,9 @@ def check_prerequisites() -> None:
     for tool in ("iperf3", "ping", "nft", "ss", "bridge"):
         if shutil.which(tool) is None:
             raise MissingPrerequisiteError(f"needs {tool} on PATH (scripts/setup-host.sh installs it)")
-    if importlib.util.find_spec("dataplane.io._pump") is None:
+    if importlib.util.find_spec("dataplane.pump._tunnel") is None:
         raise MissingPrerequisiteError(
-            "the compiled data path dataplane.io._pump is not built (pip install -e . builds it)"
+            "the compiled data path dataplane.pump._tunnel is not built (pip install -e . builds it)"
         )
 
 

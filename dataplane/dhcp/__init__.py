@@ -62,4 +62,4 @@ else:
 
 def implementation() -> str:
     """``"cython"`` when :class:`DhcpServer` is the compiled twin, else ``"python"``."""
-    return "cython" if _select.is_compiled(_select.load("server", PACKAGE)) else "python"
+    return _select.implementation(_select.load("server", PACKAGE))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import _select
+from dataplane.wire import _select
+
 from .events import FDB_TRANSITIONS as FDB_TRANSITIONS
 from .events import Drop as Drop
 from .events import EntryState as EntryState
@@ -29,10 +30,10 @@ from .events import Transmit as Transmit
 if TYPE_CHECKING:  # mypy sees the pure-Python twin, whose API the compiled one shares
     from .vtep import Vtep as Vtep
 else:
-    _module: ModuleType = _select.load("vtep")
+    _module: ModuleType = _select.load("vtep", __name__)
     Vtep = _module.Vtep
 
 
 def implementation() -> str:
     """``"cython"`` when :class:`Vtep` is the compiled twin, else ``"python"``."""
-    return "cython" if _select.load("vtep").__name__.endswith("._vtep") else "python"
+    return _select.implementation(_select.load("vtep", __name__))

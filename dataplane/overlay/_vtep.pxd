@@ -1,5 +1,6 @@
 # cython: language_level=3
-# C-level interface of the compiled VTEP, for the data-path pump (dataplane/io/_pump.pyx).
+# C-level interface of the compiled VTEP: a frame handler (dataplane/pump/_handler.pxd) for the
+# tunnel pump, which calls it through FrameHandler's vtable and never names this class.
 # The Python-level API is the same as the pure-Python twin dataplane/overlay/vtep.py.
 #
 # Addresses are IPv4 as uint32 in host order (192.0.2.1 == 0xC0000201).
@@ -7,6 +8,8 @@
 # c_receive and c_send raise only for a caller's bug (c_send: out too small for the destinations).
 
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+
+from dataplane.pump._handler cimport FrameHandler
 
 
 cdef enum:
@@ -33,7 +36,7 @@ cdef struct PendingEvent:
     int kind           # 1 MacLearned, 2 MacMoved, 3 MacEvicted
 
 
-cdef class Vtep:
+cdef class Vtep(FrameHandler):
     # Decide one received VXLAN payload: `payload` points at the 8-byte VXLAN header, followed by
     # the inner Ethernet frame (n - 8 bytes), sent by underlay address `src`. Checks flags, VNI and
     # (when peers_only) that src is a current peer; learns the inner source MAC -> src; counts.

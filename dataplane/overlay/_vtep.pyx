@@ -17,9 +17,13 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from dataplane.wire._bytes cimport rd16, rd32
+from dataplane.wire._bytes cimport flow_source_port, rd16, rd32
+
+from dataplane.wire.vxlan import VXLAN_HEADER_LENGTH, vxlan_header
 
 from .events import (
+    FDB_TRANSITIONS,
+    FDB_TRIGGERS,
     Drop,
     EntryState,
     FdbEntry,
@@ -84,12 +88,23 @@ cdef enum:
     C_FRAG_SENT = 12
     C_FRAG_LIMITED = 13
     C_EVENTS_DROPPED = 14
+    C_TRANSITIONS_REFUSED = 15
     C_DROP_BASE = 16
 
 cdef enum:
     S_FREE = 0
     S_LEARNED = 1
     S_STATIC = 2
+
+# Triggers of FDB state changes, as indices of events.FDB_TRIGGERS.
+cdef enum:
+    T_LEARN = 0
+    T_EXPIRE = 1
+    T_EVICT = 2
+    T_FLUSH = 3
+    T_ADD_STATIC = 4
+    T_REMOVE_STATIC = 5
+    T_COUNT = 6
 
 cdef enum:
     E_LEARNED = 1
@@ -115,6 +130,18 @@ assert [(r.name, int(r)) for r in Drop] == [
 assert COUNTERS.index("events_dropped") == C_EVENTS_DROPPED and COUNTERS.index("fdb_learned") == C_LEARNED
 assert DROP_BASE == C_DROP_BASE and COUNTER_SLOTS <= VTEP_COUNTER_SLOTS
 assert (int(EntryState.LEARNED), int(EntryState.STATIC)) == (S_LEARNED, S_STATIC)
+assert COUNTERS.index("fdb_transitions_refused") == C_TRANSITIONS_REFUSED
+assert VXH == VXLAN_HEADER_LENGTH
+assert FDB_TRIGGERS == ("learn", "expire", "evict", "flush", "add_static", "remove_static")
+
+# events.FDB_TRANSITIONS as a C array, [state][trigger] -> 1 when listed: the one table, read
+# without a dict lookup (entry states are the S_* values, S_FREE standing for ABSENT).
+cdef uint8_t ALLOWED[3][T_COUNT]
+for _state in range(3):
+    for _trigger in range(T_COUNT):
+        ALLOWED[_state][_trigger] = 0
+for (_state, _trigger) in FDB_TRANSITIONS:
+    ALLOWED[int(_state)][FDB_TRIGGERS.index(_trigger)] = 1
 
 cdef const uint8_t* EMPTY = <const uint8_t*>""  # stands in for &view[0] of an empty buffer
 cdef double RATE = ICMP_RATE
@@ -220,6 +247,14 @@ cdef void _remove(Vtep v, int32_t e) noexcept nogil:
 # -- the data path ----------------------------------------------------------------------------
 
 
+cdef inline bint _may(Vtep v, int state, int trigger) noexcept nogil:
+    """vtep.Vtep._may: does FDB_TRANSITIONS list ``trigger`` from ``state``? Else count a refusal."""
+    if ALLOWED[state][trigger]:
+        return True
+    v._counters[C_TRANSITIONS_REFUSED] += 1
+    return False
+
+
 cdef inline int _drop(Vtep v, int reason) noexcept nogil:
     v._counters[C_DROP_BASE + reason] += 1
     v.last_drop = reason
@@ -242,7 +277,7 @@ cdef inline void _event(Vtep v, int kind, uint64_t mac, uint32_t old_peer, uint3
 cdef bint _evict(Vtep v) noexcept nogil:
     """Remove the least recently seen learned entry; False when there is none."""
     cdef int32_t e = v._lru_head
-    if e < 0:
+    if e < 0 or not _may(v, S_LEARNED, T_EVICT):
         return False
     _event(v, E_EVICTED, v._entries[e].mac, v._entries[e].peer, 0)
     _remove(v, e)
@@ -262,6 +297,8 @@ cdef void _learn(Vtep v, int32_t e, uint64_t mac, uint32_t src, double now) noex
         if e != v._lru_tail:
             _lru_unlink(v, e)
             _lru_append(v, e)
+        return
+    if not _may(v, S_FREE, T_LEARN):
         return
     if v._n_learned + v._n_static >= v._capacity and not _evict(v):
         v._counters[C_REFUSED] += 1
@@ -317,30 +354,6 @@ cdef bint _frag_due(const uint8_t* f, Py_ssize_t n) noexcept nogil:
         if kind == 3 or kind == 4 or kind == 5 or kind == 11 or kind == 12:
             return False
     return True
-
-
-cdef inline uint32_t _fnv(uint32_t h, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        h = (h ^ p[i]) * <uint32_t>0x01000193
-    return h
-
-
-cdef int _source_port(const uint8_t* f, Py_ssize_t n) noexcept nogil:
-    """dataplane.wire.vxlan.source_port_for: FNV-1a of the inner flow key, in 49152-65535."""
-    cdef uint32_t h = 0x811C9DC5
-    cdef int ihl, l4
-    if n >= 34 and f[12] == 0x08 and f[13] == 0x00 and f[14] >> 4 == 4:
-        ihl = (f[14] & 0x0F) * 4
-        if ihl >= 20 and n >= ETH + ihl:
-            h = _fnv(h, f + 26, 8)
-            h = _fnv(h, f + 23, 1)
-            l4 = ETH + ihl
-            if (f[23] == 6 or f[23] == 17) and rd16(f + 20) & 0x3FFF == 0 and n >= l4 + 4:
-                h = _fnv(h, f + l4, 4)
-            return 49152 + <int>(h & 0x3FFF)
-    h = _fnv(h, f, n if n < 12 else 12)
-    return 49152 + <int>(h & 0x3FFF)
 
 
 cdef void _release(Vtep v) noexcept:
@@ -406,7 +419,7 @@ cdef _flush(Vtep v, uint32_t peer):
     name = _format_address(peer)
     while e >= 0:
         following = v._entries[e].next
-        if v._entries[e].peer == peer:
+        if v._entries[e].peer == peer and _may(v, S_LEARNED, T_FLUSH):
             mac = v._entries[e].mac
             _remove(v, e)
             v._counters[C_FLUSHED] += 1
@@ -467,12 +480,8 @@ cdef class Vtep:
         self._peers_only = bool(peers_only)
         self._capacity = fdb_capacity
         self._event_capacity = event_capacity
-        self._header[0] = 0x08
-        self._header[1] = self._header[2] = self._header[3] = self._header[7] = 0
-        self._header[4] = <uint8_t>(self._vni >> 16)
-        self._header[5] = <uint8_t>(self._vni >> 8)
-        self._header[6] = <uint8_t>self._vni
-        self._header_bytes = PyBytes_FromStringAndSize(<const char*>self._header, 8)
+        self._header_bytes = vxlan_header(self._vni)
+        memcpy(self._header, PyBytes_AS_STRING(self._header_bytes), 8)
         # At most half full: short probe chains, and every search meets an empty slot.
         bits = 3
         while (1 << bits) < 2 * fdb_capacity:
@@ -600,7 +609,7 @@ cdef class Vtep:
         return self._n_peers
 
     cdef int c_source_port(self, const uint8_t* frame, Py_ssize_t n) noexcept nogil:
-        return _source_port(frame, n)
+        return flow_source_port(frame, n)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -670,7 +679,7 @@ cdef class Vtep:
         cdef const uint8_t[::1] view = frame
         cdef Py_ssize_t n = view.shape[0]
         cdef const uint8_t* p = &view[0] if n else EMPTY
-        return _source_port(p, n)
+        return flow_source_port(p, n)
 
     # -- peers --------------------------------------------------------------------------------
 
@@ -714,6 +723,8 @@ cdef class Vtep:
         if address == self._local:
             raise ValueError(f"peer must not be the local address {peer!r}")
         e = _find(self, key)
+        if not _may(self, self._entries[e].state if e >= 0 else S_FREE, T_ADD_STATIC):
+            return
         if e >= 0 and self._entries[e].state == S_STATIC:
             self._entries[e].peer = address
             return
@@ -726,7 +737,7 @@ cdef class Vtep:
 
     def remove_static(self, mac):
         cdef int32_t e = _find(self, _mac(mac, "mac"))
-        if e < 0 or self._entries[e].state != S_STATIC:
+        if not _may(self, self._entries[e].state if e >= 0 else S_FREE, T_REMOVE_STATIC):
             return False
         _remove(self, e)
         return True
@@ -743,7 +754,7 @@ cdef class Vtep:
             return aged
         while self._lru_head >= 0:
             e = self._lru_head
-            if now - self._entries[e].seen < self._ageing:
+            if now - self._entries[e].seen < self._ageing or not _may(self, S_LEARNED, T_EXPIRE):
                 break
             aged.append(MacAged(_mac_bytes(self._entries[e].mac), _format_address(self._entries[e].peer)))
             _remove(self, e)
@@ -751,6 +762,11 @@ cdef class Vtep:
         for event in aged:
             _push(self, event)
         return aged
+
+    def next_deadline(self, double now):
+        if self._ageing <= 0 or self._lru_head < 0:
+            return None
+        return self._entries[self._lru_head].seen + self._ageing
 
     def fdb_entries(self):
         cdef int i

@@ -17,28 +17,26 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
-from dataplane.io import load_pump
 from dataplane.io.errors import AddressNotAvailable, IoError, PermissionDenied, PortInUse
 from dataplane.io.tap import Tap
 from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
 from dataplane.lifecycle import run_until_signalled
+from dataplane.wire import _select
 
 from . import discovery
 from .config import OverlayConfig
-from .datapath import DatapathThread
+from .datapath import DatapathThread, Waker
 from .http import SourceStatus, Status, create_app
 
 log = logging.getLogger(__name__)
 
 CAP_NET_ADMIN = 12
-EXPIRE_INTERVAL = 1.0
 
 
 class AgentError(Exception):
@@ -93,7 +91,7 @@ class _QuietServer(uvicorn.Server):
 @dataclass
 class Agent:
     config: OverlayConfig
-    compiled: bool | None = None  # None: whatever load_pump() selects
+    compiled: bool | None = None  # None: whatever the twin selector picks for the pump
     sources: list[discovery.PeerSource] = field(default_factory=list)
     _tap: Tap | None = None
     _datapath: DatapathThread | None = None
@@ -101,6 +99,7 @@ class Agent:
     _pump: Any = None
     _peerset: Any = None
     _pool: SendPool | None = None
+    _waker: Waker | None = None
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -182,6 +181,7 @@ class Agent:
             ageing=config.ageing,
             peers_only=config.peers_only,
         )
+        self._waker = Waker()
         self._pump = pump_module.Pump(
             tap.fd,
             udp.sock,
@@ -190,8 +190,16 @@ class Agent:
             gso=False if zero else (pool.gso if pool.socks else udp.gso),
             send_socks=pool.socks,
             busy_poll=config.busy_poll,
+            wake_fd=self._waker.fd,
         )
-        self._datapath = DatapathThread(self._pump, cpu=config.cpu)
+        # The data-path thread sleeps until a frame, a control call or the VTEP's next FDB expiry.
+        self._datapath = DatapathThread(
+            self._pump,
+            cpu=config.cpu,
+            waker=self._waker,
+            deadline=self._vtep.next_deadline,
+            on_deadline=self._vtep.expire,
+        )
         if not self.sources:
             try:
                 self.sources = discovery.sources_from_config(config)
@@ -214,26 +222,30 @@ class Agent:
             "zero" if self._pump.checksum_zero else "on",
             f"{config.busy_poll} us" if config.busy_poll else "off",
             "any" if config.cpu is None else config.cpu,
-            "compiled" if pump_module.__name__.rpartition(".")[2].startswith("_") else "pure-Python",
+            "compiled" if _select.is_compiled(pump_module) else "pure-Python",
         )
 
     def _modules(self) -> tuple[Any, Any]:
-        import importlib  # noqa: PLC0415
-
-        if self.compiled is None:
-            pump_module = load_pump()
-            compiled = pump_module.__name__.rpartition(".")[2].startswith("_")
-        else:
-            compiled = self.compiled
-            pump_module = importlib.import_module("dataplane.io._pump" if compiled else "dataplane.io.pump")
-        vtep_module = importlib.import_module(
-            "dataplane.overlay._vtep" if compiled else "dataplane.overlay.vtep"
+        """The pump and VTEP twins: both compiled or both pure (the compiled pump takes only a
+        compiled handler, a ``dataplane.pump._handler.FrameHandler``)."""
+        compiled = (
+            _select.is_compiled(_select.load("tunnel", "dataplane.pump"))
+            if self.compiled is None
+            else self.compiled
         )
+        select = _select.compiled if compiled else _select.pure
+        pump_module, vtep_module = select("tunnel", "dataplane.pump"), select("vtep", "dataplane.overlay")
+        if pump_module is None or vtep_module is None:
+            raise AgentError(
+                "the compiled data path (dataplane.pump._tunnel, dataplane.overlay._vtep) is not built"
+            )
         return pump_module, vtep_module
 
     def close(self) -> None:
         if self._datapath is not None:
             self._datapath.stop()
+        if self._waker is not None:
+            self._waker.close()
         if self._tap is not None:
             self._tap.close()  # persistent: the device, its addresses and bridge port stay
         if getattr(self, "_udp", None) is not None:
@@ -294,7 +306,6 @@ class Agent:
             interface=self._tap.name,
         )
         tasks = [asyncio.create_task(self._peerset.run(), name="discovery")]
-        tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
         server: _QuietServer | None = None
         if config.health:
             host, _, port = config.health.rpartition(":")
@@ -331,12 +342,6 @@ class Agent:
             for task in (*tasks, stopper):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-    async def _expire_loop(self) -> None:
-        assert self._datapath is not None
-        while True:
-            await asyncio.sleep(EXPIRE_INTERVAL)
-            await self._datapath.call(lambda: self._vtep.expire(time.monotonic()))
 
     async def _on_change(self, source: str, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
         log.info("peers from %s: +%s -%s", source, ",".join(added) or "none", ",".join(removed) or "none")

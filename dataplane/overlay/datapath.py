@@ -4,8 +4,16 @@ Theory of operation. The pump moves frames between the TAP and the underlay sock
 calling the VTEP for every frame; the control side (peer discovery, ageing, health and metrics)
 runs on asyncio in the main thread. Rather than lock the VTEP on every batch, every control
 operation is a closure queued to this thread and run between two pump rounds, so the VTEP is
-never seen half-updated and the hot path takes no lock. A queued call waits at most one pump
-round (``poll_interval``) before it runs; its result comes back through a future.
+never seen half-updated and the hot path takes no lock. A queued call's result comes back
+through a future.
+
+Sleeping. With a :class:`Waker` (an eventfd the pump also waits on, ``Pump(wake_fd=...)``), the
+thread waits in the pump until a frame arrives, the control side queues a call or stops the thread
+(both write the eventfd), or the handler's next deadline (``deadline(now)``, e.g.
+``Vtep.next_deadline``) comes, when it runs ``on_deadline(now)`` (``Vtep.expire``): no fixed tick,
+and an idle agent does not wake at all. Without one (a pump that cannot be woken), each wait lasts
+at most ``poll_interval``, so a queued call waits at most one round. The pump's busy-polling is the
+pump's own and unchanged by either.
 
 ``cpu`` pins this thread (only this one: the asyncio side stays wherever the kernel puts it) to
 one CPU with ``sched_setaffinity`` when it starts; a refusal is logged and the thread runs unpinned.
@@ -15,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -31,13 +41,48 @@ class Pumping(Protocol):
     def run_once(self, timeout: float) -> int: ...
 
 
+# The longest wait with a waker and no deadline: long enough never to matter, short enough for the
+# pump's int milliseconds.
+IDLE_WAIT = 3600.0
+# Added to a deadline's wait, so the pump's millisecond rounding never wakes it a little early.
+DEADLINE_SLACK = 0.001
+
+
+class Waker:
+    """An eventfd the data-path thread waits on (through its pump) and the control side writes."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def wake(self) -> None:
+        # A full counter is a wake-up already due; a closed descriptor, a thread already gone.
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.fd, 1)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class DatapathThread:
     def __init__(
-        self, pump: Pumping, *, poll_interval: float = 0.02, name: str = "datapath", cpu: int | None = None
+        self,
+        pump: Pumping,
+        *,
+        poll_interval: float = 0.02,
+        name: str = "datapath",
+        cpu: int | None = None,
+        waker: Waker | None = None,
+        deadline: Callable[[float], float | None] | None = None,
+        on_deadline: Callable[[float], object] | None = None,
     ) -> None:
         self._pump = pump
         self._poll = poll_interval
         self._cpu = cpu
+        self._waker = waker
+        self._deadline = deadline
+        self._on_deadline = on_deadline
         self._calls: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]]] = (
             queue.SimpleQueue()
         )
@@ -50,6 +95,8 @@ class DatapathThread:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._waker is not None:
+            self._waker.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._drain()  # anything queued after the last round still gets an answer
@@ -69,6 +116,8 @@ class DatapathThread:
                 future.set_exception(exc)
             return future
         self._calls.put((call, future))  # type: ignore[arg-type]
+        if self._waker is not None:
+            self._waker.wake()
         return future
 
     async def call(self, call: Callable[[], T]) -> T:
@@ -110,11 +159,21 @@ class DatapathThread:
 
     def _run(self) -> None:
         self._pin()
-        run_once, drain, stopped, poll = self._pump.run_once, self._drain, self._stop.is_set, self._poll
+        run_once, drain, stopped = self._pump.run_once, self._drain, self._stop.is_set
+        deadline, on_deadline, clock = self._deadline, self._on_deadline, time.monotonic
+        wait = IDLE_WAIT if self._waker is not None else self._poll
         try:
             while not stopped():
-                run_once(poll)
+                due = deadline(clock()) if deadline is not None else None
+                if due is None:
+                    run_once(wait)
+                else:
+                    run_once(min(wait, max(due - clock(), 0.0) + DEADLINE_SLACK))
                 drain()
+                if due is not None and on_deadline is not None:
+                    now = clock()
+                    if now >= due:
+                        on_deadline(now)
         except Exception as exc:
             # The pump counts and drops bad frames itself; reaching here is a bug or a dead fd.
             self.error = exc

@@ -11,6 +11,7 @@ from enum import IntEnum
 
 __all__ = [
     "FDB_TRANSITIONS",
+    "FDB_TRIGGERS",
     "Drop",
     "EntryState",
     "Event",
@@ -58,7 +59,11 @@ class EntryState(IntEnum):
 # a frame whose source MAC is statically bound to another VTEP is dropped (STATIC_CONFLICT), as the
 # kernel's vxlan_snoop() does for NUD_NOARP entries.
 #
-# (state, trigger) -> next state; a pair not listed leaves the entry as it is.
+# (state, trigger) -> next state. The VTEP's code that changes an entry's state asks this table
+# first (both twins; the compiled one through a C array made from it at import): a pair not listed
+# is refused, leaving the entry as it is, and counted (fdb_transitions_refused). A refreshed learned
+# entry (the per-frame case) keeps its state and is not looked up.
+FDB_TRIGGERS = ("learn", "expire", "evict", "flush", "add_static", "remove_static")
 FDB_TRANSITIONS: dict[tuple[EntryState, str], EntryState] = {
     (EntryState.ABSENT, "learn"): EntryState.LEARNED,  # MacLearned (may evict another: MacEvicted)
     (EntryState.LEARNED, "learn"): EntryState.LEARNED,  # refreshed, or MacMoved

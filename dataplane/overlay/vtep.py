@@ -51,6 +51,9 @@ from collections.abc import Iterable
 
 from dataplane.wire import (
     ICMP_ERROR_TYPES,
+    VXLAN_FLAG_I,
+    VXLAN_HEADER_LENGTH,
+    VXLAN_PORT,
     EthernetHeader,
     Frame,
     IPv4Header,
@@ -58,10 +61,14 @@ from dataplane.wire import (
     encode_frame,
     icmp_frag_needed,
     source_port_for,
+    vxlan_header,
 )
+from dataplane.wire.ethernet import ETHERTYPE_IPV4
+from dataplane.wire.ethernet import HEADER_LENGTH as ETHERNET_HEADER_LENGTH
 from dataplane.wire.ipv4 import parse_ipv4
 
 from .events import (
+    FDB_TRANSITIONS,
     Drop,
     EntryState,
     Event,
@@ -81,10 +88,6 @@ __all__ = ["ICMP_BURST", "ICMP_RATE", "IMPLEMENTATION", "Vtep"]
 
 IMPLEMENTATION = "python"
 
-VXLAN_PORT = 4789
-VXLAN_FLAG_I = 0x08
-VXLAN_HEADER_LENGTH = 8
-ETHERNET_HEADER_LENGTH = 14
 MIN_PAYLOAD = VXLAN_HEADER_LENGTH + ETHERNET_HEADER_LENGTH
 MIN_MTU = 68  # RFC 791: every IPv4 link carries 68-byte datagrams
 MAX_MTU = 65535 - 50 - ETHERNET_HEADER_LENGTH  # the outer IPv4 datagram must fit in 65535 bytes
@@ -98,7 +101,6 @@ ICMP_BURST = 10.0
 _ICMP_TOS = 0xC0  # precedence "internetwork control", as Linux sends its ICMP errors (icmp_send)
 _ICMP_TTL = 64
 
-_ETH_IPV4 = 0x0800
 _ETH_VLAN = (0x8100, 0x88A8)
 
 # Counter names, in the order of the C twin's counter array (drops follow, one per Drop member).
@@ -118,6 +120,7 @@ COUNTERS = (
     "frag_needed_sent",
     "frag_needed_rate_limited",
     "events_dropped",
+    "fdb_transitions_refused",  # a state change FDB_TRANSITIONS does not list: refused
 )
 DROP_BASE = 16  # counter index of drop reason r is DROP_BASE + r
 COUNTER_SLOTS = DROP_BASE + len(Drop) + 1
@@ -136,7 +139,9 @@ _R_STATIC_CONFLICT = int(Drop.STATIC_CONFLICT)
 
 _C_RX_FRAMES, _C_RX_BYTES, _C_TX_FRAMES, _C_TX_BYTES, _C_TX_DATAGRAMS, _C_FLOODS = range(6)
 _C_LEARNED, _C_MOVED, _C_AGED, _C_EVICTED, _C_FLUSHED, _C_REFUSED = range(6, 12)
-_C_FRAG_SENT, _C_FRAG_LIMITED, _C_EVENTS_DROPPED = range(12, 15)
+_C_FRAG_SENT, _C_FRAG_LIMITED, _C_EVENTS_DROPPED, _C_TRANSITIONS_REFUSED = range(12, 16)
+
+_ABSENT, _LEARNED, _STATIC = EntryState.ABSENT, EntryState.LEARNED, EntryState.STATIC
 
 
 # -- argument checks and conversions, shared with the compiled twin -----------------------------
@@ -213,10 +218,6 @@ def _check_config(  # noqa: PLR0917 - the constructor's arguments, checked in on
     )
 
 
-def _header(vni: int) -> bytes:
-    return bytes((VXLAN_FLAG_I, 0, 0, 0, vni >> 16 & 0xFF, vni >> 8 & 0xFF, vni & 0xFF, 0))
-
-
 def _peer_set(addresses: Iterable[str], local: int) -> frozenset[int]:
     if isinstance(addresses, str | bytes):
         raise ValueError(f"addresses must be an iterable of address strings, not {addresses!r}")
@@ -273,7 +274,7 @@ def _frag_needed_due(frame: bytes | bytearray | memoryview, n: int) -> bool:
     Only an IPv4 datagram with DF set, as the first (or only) fragment, sent to a unicast MAC and
     IPv4 address from a unicast address, and not itself an ICMP error.
     """
-    if n < ETHERNET_HEADER_LENGTH + 20 or frame[0] & 1 or (frame[12] << 8 | frame[13]) != _ETH_IPV4:
+    if n < ETHERNET_HEADER_LENGTH + 20 or frame[0] & 1 or (frame[12] << 8 | frame[13]) != ETHERTYPE_IPV4:
         return False
     vihl = frame[14]
     ihl = (vihl & 0x0F) * 4
@@ -365,7 +366,7 @@ class Vtep:
         ) = _check_config(vni, local, port, mtu, ageing, fdb_capacity, event_capacity)
         self._learning = bool(learning)
         self._peers_only = bool(peers_only)
-        self._header = _header(self._vni)
+        self._header = vxlan_header(self._vni)
         self._last_drop = 0
         # mac -> entry, least recently seen first
         self._learned: OrderedDict[int, _Entry] = OrderedDict()
@@ -479,6 +480,8 @@ class Vtep:
             entry.seen = now
             self._learned.move_to_end(mac)
             return
+        if not self._may(_ABSENT, "learn"):
+            return
         if len(self._learned) + len(self._static) >= self._capacity and not self._evict():
             self._counters[_C_REFUSED] += 1
             return
@@ -488,12 +491,19 @@ class Vtep:
 
     def _evict(self) -> bool:
         """Remove the least recently seen learned entry; False when there is none."""
-        if not self._learned:
+        if not self._learned or not self._may(_LEARNED, "evict"):
             return False
         mac, entry = self._learned.popitem(last=False)
         self._counters[_C_EVICTED] += 1
         self._data_event(MacEvicted(_mac_bytes(mac), _format_address(entry.peer)))
         return True
+
+    def _may(self, state: EntryState, trigger: str) -> bool:
+        """Does :data:`~.events.FDB_TRANSITIONS` list ``trigger`` from ``state``? Else count a refusal."""
+        if (state, trigger) in FDB_TRANSITIONS:
+            return True
+        self._counters[_C_TRANSITIONS_REFUSED] += 1
+        return False
 
     def _data_event(self, event: Event) -> None:
         if len(self._events) >= self._event_capacity:
@@ -607,7 +617,7 @@ class Vtep:
     def _flush(self, peer: int) -> None:
         name = _format_address(peer)
         for mac, entry in list(self._learned.items()):
-            if entry.peer == peer:
+            if entry.peer == peer and self._may(_LEARNED, "flush"):
                 del self._learned[mac]
                 self._counters[_C_FLUSHED] += 1
                 self._events.append(MacFlushed(_mac_bytes(mac), name))
@@ -625,6 +635,9 @@ class Vtep:
         if address == self._local:
             raise ValueError(f"peer must not be the local address {peer!r}")
         pinned = self._static.get(key)
+        state = _STATIC if pinned is not None else _LEARNED if key in self._learned else _ABSENT
+        if not self._may(state, "add_static"):
+            return
         if pinned is not None:
             pinned.peer = address
             return
@@ -635,7 +648,11 @@ class Vtep:
 
     def remove_static(self, mac: bytes) -> bool:
         """Remove the static entry for ``mac``; False when there is none."""
-        return self._static.pop(_mac(mac, "mac"), None) is not None
+        key = _mac(mac, "mac")
+        if not self._may(self._state(key), "remove_static"):
+            return False
+        del self._static[key]
+        return True
 
     def lookup(self, mac: bytes, now: float) -> str | None:
         """The VTEP a frame to ``mac`` goes to at ``now``; None when it would be flooded."""
@@ -650,7 +667,7 @@ class Vtep:
         learned = self._learned
         while learned:
             mac, entry = next(iter(learned.items()))
-            if now - entry.seen < self._ageing:
+            if now - entry.seen < self._ageing or not self._may(_LEARNED, "expire"):
                 break
             del learned[mac]
             event = MacAged(_mac_bytes(mac), _format_address(entry.peer))
@@ -658,6 +675,16 @@ class Vtep:
             self._counters[_C_AGED] += 1
         self._events.extend(aged)
         return aged
+
+    def next_deadline(self, now: float) -> float | None:
+        """When :meth:`expire` next has work: the stalest learned entry's expiry; None: never.
+
+        ``now`` is the caller's clock (unused: a deadline does not depend on it). The program driving
+        the pump sleeps until a frame or this time instead of polling on a fixed tick.
+        """
+        if self._ageing <= 0 or not self._learned:
+            return None
+        return next(iter(self._learned.values())).seen + self._ageing
 
     def fdb_entries(self) -> list[FdbEntry]:
         """Every entry, expired-but-not-yet-removed ones included, in MAC order."""
@@ -673,7 +700,9 @@ class Vtep:
         return entries
 
     def entry_state(self, mac: bytes) -> EntryState:
-        key = _mac(mac, "mac")
+        return self._state(_mac(mac, "mac"))
+
+    def _state(self, key: int) -> EntryState:
         if key in self._static:
             return EntryState.STATIC
         return EntryState.LEARNED if key in self._learned else EntryState.ABSENT

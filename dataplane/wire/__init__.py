@@ -32,6 +32,7 @@ MODULES = (
     "vnet",
     "frame",
     "batch",
+    "gso",
 )
 
 if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled ones share
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled one
     from .dns import *  # noqa: F403
     from .ethernet import *  # noqa: F403
     from .frame import *  # noqa: F403
+    from .gso import *  # noqa: F403
     from .icmp import *  # noqa: F403
     from .ipv4 import *  # noqa: F403
     from .tcp import *  # noqa: F403
@@ -63,10 +65,7 @@ if not TYPE_CHECKING:
 
 def implementation_report() -> dict[str, str]:
     """Which implementation serves each module: ``"cython"`` or ``"python"``."""
-    return {
-        name: "cython" if module.__name__.rpartition(".")[2].startswith("_") else "python"
-        for name, module in _loaded.items()
-    }
+    return {name: _select.implementation(module) for name, module in _loaded.items()}
 
 
 def implementation() -> str:

@@ -4,7 +4,7 @@
 Typed loops over raw pointers into the batch's ``bytearray`` and arrays, without the GIL and without
 a Python object per frame. The layout, drop reasons, flow hash and checksum rules are documented in
 ``batch.py``; the enums and argument checks are imported from it so the twins cannot disagree. The outer UDP
-source port is ``vxlan.source_port_for`` of the inner frame, reimplemented here in C.
+source port is ``vxlan.source_port_for`` of the inner frame, in C in ``_bytes.pxd`` (shared with the VTEP).
 """
 
 import array
@@ -13,7 +13,7 @@ from cpython cimport array as carray
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from ._bytes cimport fold, rd16, rd32, sum16, wr16, wr32
+from ._bytes cimport flow_source_port, fold, rd16, rd32, sum16, wr16, wr32
 
 from .batch import (
     VXLAN_OVERHEAD,
@@ -322,30 +322,6 @@ def vxlan_decap(FrameBatch batch, vni, port=VXLAN_PORT, *, allow_vlan=False):
     return done
 
 
-cdef inline uint32_t fnv1a(uint32_t h, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t k
-    for k in range(n):
-        h = (h ^ p[k]) * <uint32_t>0x01000193
-    return h
-
-
-cdef inline uint32_t source_port(const uint8_t* p, uint32_t n) noexcept nogil:
-    """As vxlan.source_port_for: FNV-1a of the inner flow key, in 49152-65535."""
-    cdef uint32_t ihl, proto, l4
-    cdef uint32_t h = 0x811C9DC5
-    if n >= 34 and p[12] == 0x08 and p[13] == 0x00 and p[14] >> 4 == 4:
-        ihl = (p[14] & 0x0F) * 4
-        if ihl >= 20 and n >= 14 + ihl:
-            proto = p[23]
-            h = fnv1a(h, p + 26, 8)  # source, destination
-            h = fnv1a(h, p + 23, 1)  # protocol
-            l4 = 14 + ihl
-            if (proto == 6 or proto == 17) and (rd16(p + 20) & 0x3FFF) == 0 and n >= l4 + 4:
-                h = fnv1a(h, p + l4, 4)
-            return 49152 + (h & 0x3FFF)
-    return 49152 + (fnv1a(h, p, 12 if n >= 12 else n) & 0x3FFF)
-
-
 cdef Py_ssize_t encap_loop(
     FrameBatch b, const uint8_t* template, uint32_t fixed, bint has_remote, uint32_t remote, uint32_t mtu
 ) noexcept nogil:
@@ -385,7 +361,7 @@ cdef Py_ssize_t encap_loop(
         wr16(s + 16, total)
         wr16(s + 24, ~fold(<uint64_t>fixed + total + (target >> 16) + (target & 0xFFFF)) & 0xFFFF)
         wr32(s + 30, target)
-        wr16(s + 34, source_port(p, n))
+        wr16(s + 34, flow_source_port(p, n))
         wr16(s + 38, n + 16)
         b._offset[i] -= OVERHEAD
         b._length[i] = n + OVERHEAD

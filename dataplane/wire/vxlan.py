@@ -46,6 +46,7 @@ __all__ = [
     "pull_vxlan",
     "push_vxlan",
     "source_port_for",
+    "vxlan_header",
 ]
 
 VXLAN_PORT = 4789  # IANA, RFC 7348 §5 "Destination Port"
@@ -101,6 +102,13 @@ def push_vxlan(buf: Buffer, header: VxlanHeader) -> None:
     ):
         raise BufferWriteError(f"VXLAN flags or reserved fields out of range: {header!r}")
     buf.push_struct(HEADER, header.flags << 24 | header.reserved1, header.vni << 8 | header.reserved2)
+
+
+def vxlan_header(vni: int) -> bytes:
+    """The 8-byte header a VTEP sends: the I flag, ``vni``, every reserved field 0 (RFC 7348 §5)."""
+    if not 0 <= vni <= 0xFFFFFF:
+        raise BufferWriteError(f"VNI {vni} does not fit in 24 bits")
+    return HEADER.pack(VXLAN_FLAG_I << 24, vni << 8)
 
 
 def _flow_key(frame: bytes | bytearray | memoryview) -> bytes:

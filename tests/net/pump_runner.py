@@ -22,11 +22,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dataplane.io import compiled_pump
-from dataplane.io import pump as pure_pump
 from dataplane.io.errors import IoError
 from dataplane.io.tap import Tap
 from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
+from dataplane.pump import tunnel as pure_pump
+from dataplane.wire import _select
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,9 +63,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _vtep(impl: str, args: argparse.Namespace) -> Any:
-    from dataplane.overlay import _select  # noqa: PLC0415 - the overlay package is optional here
 
-    module = _select.compiled("vtep") if impl == "compiled" else _select.pure("vtep")
+    module = (
+        _select.compiled("vtep", "dataplane.overlay")
+        if impl == "compiled"
+        else _select.pure("vtep", "dataplane.overlay")
+    )
     if module is None:
         raise SystemExit("the compiled VTEP dataplane.overlay._vtep is not built")
     vtep = module.Vtep(args.vni, args.local, port=args.port, mtu=args.mtu)
@@ -82,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    module = compiled_pump() if args.impl == "compiled" else pure_pump
+    module = _select.compiled("tunnel", "dataplane.pump") if args.impl == "compiled" else pure_pump
     if module is None:
-        print("the compiled pump dataplane.io._pump is not built", file=sys.stderr)
+        print("the compiled pump dataplane.pump._tunnel is not built", file=sys.stderr)
         return 2
     try:
         tap = Tap.open(args.tap, offloads=0 if args.no_offload else 0x7F)

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from dataplane.io import pump as pure_pump
 from dataplane.io.udp import DYNAMIC_PORTS, SO_NO_CHECK, SendPool, open_send_pool, pool_ports
-from dataplane.overlay import _select as vtep_select
+from dataplane.pump import tunnel as pure_pump
+from dataplane.wire import _select
 from dataplane.wire.vxlan import source_port_for
 from tests.conftest import require
-from tests.unit.io.conftest import partial, pump_modules, tcp4, udp4, vnet
+from tests.unit.pump.conftest import partial, pump_modules, tcp4, udp4, vnet
 
 pytestmark = pytest.mark.net
 
@@ -36,7 +36,7 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
     if request.param == "python":
         return pure_pump
     modules = pump_modules()
-    require(len(modules) == 2, "dataplane.io._pump is not built")
+    require(len(modules) == 2, "dataplane.pump._tunnel is not built")
     return modules[1]
 
 
@@ -100,9 +100,9 @@ def test_a_port_in_use_is_skipped_within_its_stripe() -> None:
 
 def make_vtep(module: ModuleType, peer: str) -> Any:
     if module is pure_pump:
-        vtep = vtep_select.pure("vtep").Vtep(4242, "198.51.100.254")
+        vtep = _select.pure("vtep", "dataplane.overlay").Vtep(4242, "198.51.100.254")
     else:
-        compiled = vtep_select.compiled("vtep")
+        compiled = _select.compiled("vtep", "dataplane.overlay")
         require(compiled is not None, "dataplane.overlay._vtep is not built")
         assert compiled is not None
         vtep = compiled.Vtep(4242, "198.51.100.254")
@@ -206,7 +206,7 @@ def test_a_tso_super_frame_leaves_from_one_port(rig: Rig) -> None:
 
 def test_twins_send_the_same_datagrams_from_the_same_ports() -> None:
     modules = pump_modules()
-    require(len(modules) == 2, "dataplane.io._pump is not built")
+    require(len(modules) == 2, "dataplane.pump._tunnel is not built")
     payload = os.urandom(6000)
     big, start, offset = partial(tcp4(payload))
     inputs = [vnet() + bytes(udp4(os.urandom(30), sport=3000 + i)) for i in range(10)]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dataplane.io import compiled_pump
+from dataplane.wire import _select
 from tests.conftest import require
 from tests.net.io_lab import ROOT, IoLab, in_ns
 
@@ -82,7 +82,9 @@ def test_missing_bridge_is_a_typed_error(lab: IoLab) -> None:
 @pytest.mark.parametrize("impl", ["compiled", "pure"])
 def test_two_pumps_carry_ping_and_tcp_both_ways(lab: IoLab, impl: str) -> None:
     if impl == "compiled":
-        require(compiled_pump() is not None, "dataplane.io._pump is not built")
+        require(
+            _select.compiled("tunnel", "dataplane.pump") is not None, "dataplane.pump._tunnel is not built"
+        )
     lab.start_pumps(impl)
     info = lab.ready_info(0)
     assert {"csum", "tso4"} <= set(info["offloads"])
@@ -98,7 +100,7 @@ def test_two_pumps_carry_ping_and_tcp_both_ways(lab: IoLab, impl: str) -> None:
 
 def test_kernel_vxlan_peer_interoperates_with_our_pump(lab: IoLab) -> None:
     """Namespace a runs kernel VXLAN with default offloads, b our compiled pump (spec §5.3)."""
-    require(compiled_pump() is not None, "dataplane.io._pump is not built")
+    require(_select.compiled("tunnel", "dataplane.pump") is not None, "dataplane.pump._tunnel is not built")
     dev = f"{lab.tag}x"
     a, b = lab.ns
     in_ns(a, "ip", "link", "add", dev, "type", "vxlan", "id", "4242", "local", "192.0.2.1", "dstport", "4789")
@@ -152,7 +154,7 @@ def test_kernel_vxlan_peer_interoperates_with_our_pump(lab: IoLab) -> None:
 
 def test_throughput_against_kernel_vxlan(lab: IoLab) -> None:
     require(shutil.which("iperf3") is not None, "needs iperf3")  # a failure, not a skip, under CI
-    require(compiled_pump() is not None, "dataplane.io._pump is not built")
+    require(_select.compiled("tunnel", "dataplane.pump") is not None, "dataplane.pump._tunnel is not built")
     lab.start_kernel_vxlan()
     kernel = lab.iperf(0, 3)
     lab.stop_kernel_vxlan()

@@ -109,7 +109,9 @@ def test_overlay_quick_report_layout(tmp_path: Path, capsys: pytest.CaptureFixtu
     require(os.geteuid() == 0, "needs root (network namespaces)")
     require(shutil.which("iperf3") is not None, "needs iperf3")
     require(shutil.which("nft") is not None, "needs nft")
-    require(importlib.util.find_spec("dataplane.io._pump") is not None, "dataplane.io._pump is not built")
+    require(
+        importlib.util.find_spec("dataplane.pump._tunnel") is not None, "dataplane.pump._tunnel is not built"
+    )
     path = tmp_path / "overlay.json"
     assert harness.main(["run", "overlay", "--quick", "--json", str(path)]) == 0
     document = json.loads(path.read_text())

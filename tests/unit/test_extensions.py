@@ -6,6 +6,7 @@ error swallowed by the selector) would make every "compiled" test and benchmark 
 
 from __future__ import annotations
 
+import ast
 import importlib.machinery
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from dataplane.wire import _select
 from tests.conftest import IN_CI, require
 
 WIRE_DIR = Path(wire.__file__).parent
-HANDWRITTEN = {"buffer", "checksum", "batch"}
+HANDWRITTEN = {"buffer", "checksum", "batch", "gso"}
 
 
 def built_extension(name: str) -> Path | None:
@@ -54,7 +55,8 @@ def test_selected_implementation_matches_build(name: str) -> None:
 # Hand-written twins outside dataplane.wire: (package, module name, the selector the product uses).
 ENGINE_TWINS = [
     ("dataplane.overlay", "vtep"),
-    ("dataplane.io", "pump"),
+    ("dataplane.pump", "tunnel"),
+    ("dataplane.pump", "handler"),
     ("dataplane.dhcp", "pool"),
     ("dataplane.dhcp", "server"),
 ]
@@ -70,9 +72,7 @@ def selected(package: str, name: str) -> str:
         from dataplane import overlay  # noqa: PLC0415 - imported per case, for its selection
 
         return "cython" if overlay.implementation() == "cython" else "python"
-    from dataplane import io  # noqa: PLC0415
-
-    return "cython" if _select.is_compiled(io.load_pump()) else "python"
+    return _select.implementation(_select.load(name, package))
 
 
 @pytest.mark.parametrize(("package", "name"), ENGINE_TWINS)
@@ -98,3 +98,65 @@ def test_twins_share_one_public_api(name: str) -> None:
     for symbol in pure.__all__:
         assert hasattr(compiled, symbol), f"_{name} lacks {symbol}"
         assert callable(getattr(pure, symbol)) == callable(getattr(compiled, symbol)), symbol
+
+
+# -- the registry: every twinned module, one answer ----------------------------------------------
+
+ROOT = WIRE_DIR.parent.parent
+
+
+@pytest.mark.parametrize("dotted", _select.TWINS)
+def test_every_registered_twin_is_loaded_as_built(dotted: str) -> None:
+    """The guard for every twin the registry names (wire, GSO, the VTEP, the pump, DHCP)."""
+    report = _select.report()
+    assert dotted in report, f"{dotted} is registered but does not exist"
+    if _select.EXTENSIONS_DISABLED:
+        assert report[dotted] == "python", "WEBSPACES_NO_EXTENSIONS=1 but a compiled twin was used"
+        return
+    built = _select.built(dotted)
+    if IN_CI:
+        assert built is not None, f"{_select.compiled_name(dotted)} was not built"
+    else:
+        require(built is not None, f"{_select.compiled_name(dotted)} is not built (pure-Python install)")
+    assert report[dotted] == "cython", f"{built} was built but the pure-Python twin was loaded"
+
+
+@pytest.mark.parametrize("dotted", _select.TWINS)
+def test_every_registered_twin_pair_shares_its_public_api(dotted: str) -> None:
+    name, package = _select.split(dotted)
+    pure = _select.pure(name, package)
+    compiled = _select.compiled(name, package)
+    require(compiled is not None, f"{_select.compiled_name(dotted)} is not built")
+    assert compiled is not None
+    assert sorted(pure.__all__) == sorted(compiled.__all__)
+    for symbol in pure.__all__:
+        assert hasattr(compiled, symbol), f"{compiled.__name__} lacks {symbol}"
+
+
+def test_registry_names_what_setup_builds() -> None:
+    """setup.py's module lists and the registry name the same twins, so none is built unregistered."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    lists: dict[str, ast.expr] = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    handwritten = {_pure_name(ast.literal_eval(item)) for item in _elements(lists["HANDWRITTEN"])}
+    codecs = {f"dataplane.wire.{name}" for name in ast.literal_eval(lists["CODECS"])}
+    others = {ast.literal_eval(item) for item in _elements(lists["FROM_SOURCE"])}
+    assert handwritten | codecs | others == set(_select.TWINS)
+
+
+def _elements(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.List):
+        return list(node.elts)
+    if isinstance(node, ast.BinOp):
+        return _elements(node.left) + _elements(node.right)
+    return []
+
+
+def _pure_name(compiled: str) -> str:
+    package, _, name = compiled.rpartition(".")
+    return f"{package}.{name.lstrip('_')}"

@@ -11,7 +11,6 @@ from typing import Any, cast
 
 import pytest
 
-from dataplane.overlay import _select
 from dataplane.overlay import vtep as pure_vtep
 from dataplane.overlay.events import Transmit
 from dataplane.overlay.vtep import Vtep
@@ -22,6 +21,7 @@ from dataplane.wire import (
     Frame,
     IPv4Header,
     UdpHeader,
+    _select,
     arp_reply,
     arp_request,
     encode_frame,
@@ -35,7 +35,7 @@ STRANGER = "198.51.100.9"
 
 
 def compiled_twin() -> ModuleType:
-    module = _select.compiled("vtep")
+    module = _select.compiled("vtep", "dataplane.overlay")
     require(module is not None, "the compiled twin dataplane.overlay._vtep is not built")
     assert module is not None
     return module

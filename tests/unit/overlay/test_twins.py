@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dataplane.overlay
-from dataplane.overlay import _select
 from dataplane.overlay import vtep as pure_vtep
 from dataplane.wire import (
     BROADCAST,
@@ -24,6 +23,7 @@ from dataplane.wire import (
     Frame,
     IPv4Header,
     UdpHeader,
+    _select,
     arp_request,
     encode_frame,
     icmp_echo_request,

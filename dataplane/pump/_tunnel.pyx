@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The data-path pump (compiled twin of ``pump.py``; same API, same frames on the wire).
+"""The tunnel pump (compiled twin of ``tunnel.py``; same API, same frames on the wire).
 
-The theory of operation is in ``pump.py``. What this twin adds is batching, with the GIL released
+The theory of operation is in ``tunnel.py``. What this twin adds is batching, with the GIL released
 around every syscall:
 
 * TAP -> underlay: up to ``batch`` TAP reads per round; each frame (segmented in C when it is a GSO
@@ -16,7 +16,9 @@ around every syscall:
   are written to the TAP as one GSO super-frame (``TCPV4``, ``NEEDS_CSUM`` with the pseudo-header
   seed) with one ``writev``: software GRO, so the receiving stack sees 64 KiB at a time.
 
-The VTEP is called at C level (``dataplane/overlay/_vtep.pxd``).
+The handler (the VTEP) is called at C level through ``dataplane/pump/_handler.pxd``, the frame
+builders of software GSO are ``dataplane/wire/_gso.pxd``'s and the byte and checksum helpers
+``dataplane/wire/_bytes.pxd``'s: this module holds only the moving of batches.
 """
 
 import socket as _socket
@@ -28,18 +30,27 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from dataplane.overlay._vtep cimport Vtep
+from dataplane.wire._bytes cimport csum, fold, pseudo, rd16, rd32, st16n, wr16
+from dataplane.wire._gso cimport (
+    GSO_ECN,
+    GSO_ETH_LEN as ETH_LEN,
+    GSO_F_DATA_VALID as F_DATA_VALID,
+    GSO_F_NEEDS_CSUM as F_NEEDS_CSUM,
+    GSO_MAX_HEADERS as MAX_HEADERS,
+    GSO_MAX_SEGMENTS as MAX_SEGMENTS,
+    GSO_PROTO_TCP as PROTO_TCP,
+    GSO_R_COUNT,
+    GSO_TCPV4,
+    build,
+    deliver_flags,
+)
 
-from dataplane.wire.errors import MalformedPacket
+from ._handler cimport FrameHandler
 
-__all__ = [
-    "IMPLEMENTATION",
-    "Pump",
-    "deliver_header",
-    "finish_checksum",
-    "segment",
-    "source_slot",
-]
+from dataplane.wire._gso import REASONS as GSO_REASONS
+from dataplane.wire.vxlan import VXLAN_HEADER_LENGTH, VXLAN_PORT
+
+__all__ = ["IMPLEMENTATION", "Pump", "source_slot"]
 
 IMPLEMENTATION = "cython"
 
@@ -139,18 +150,6 @@ cdef enum:
     SO_NO_CHECK = 11
     PORT_BASE = 49152
     PORT_SPAN = 16384
-    F_NEEDS_CSUM = 1
-    F_DATA_VALID = 2
-    KNOWN_FLAGS = 7
-    GSO_TCPV4 = 1
-    GSO_TCPV6 = 4
-    GSO_UDP_L4 = 5
-    GSO_ECN = 0x80
-    ETH_LEN = 14
-    PROTO_TCP = 6
-    PROTO_UDP = 17
-    MAX_HEADERS = 256
-    MAX_SEGMENTS = 256
     MAX_GSO_BYTES = 65000
     MAX_GSO_SEGMENTS = 64
     VXLAN_LEN = 8
@@ -161,22 +160,11 @@ cdef enum:
     GRO_MAX = 64
     CTRL_SPACE = 32
 
-# Drop reasons: index into Pump.drops and REASONS (malformed ones name the field, as in pump.py).
+# Drop reasons: index into Pump.drops and REASONS. The malformed ones are wire.gso's (they name the
+# field, as in tunnel.py), then the pump's own.
 cdef enum:
     R_VNET_HEADER = 1
-    R_VNET_FLAGS
-    R_ETHERNET
-    R_VNET_GSO_TYPE
-    R_VNET_GSO_SIZE
-    R_IPV4_VERSION
-    R_IPV6_VERSION
-    R_VNET_CSUM_START
-    R_ETHERNET_TYPE
-    R_TCP_HEADER
-    R_TCP_OFFSET
-    R_VNET_CSUM_OFFSET
-    R_VNET_HDR_LEN
-    R_VTEP_TX
+    R_VTEP_TX = GSO_R_COUNT
     R_VTEP_RX
     R_UDP_EAGAIN
     R_UDP_ENOBUFS
@@ -185,12 +173,11 @@ cdef enum:
     R_TAP_ERROR
     R_COUNT
 
-REASONS = (
-    "", "vnet.header", "vnet.flags", "ethernet", "vnet.gso_type", "vnet.gso_size", "ipv4.version",
-    "ipv6.version", "vnet.csum_start", "ethernet.type", "tcp.header", "tcp.offset", "vnet.csum_offset",
-    "vnet.hdr_len", "vtep_tx", "vtep_rx", "udp_send_eagain", "udp_send_enobufs", "udp_send_error",
-    "tap_write_eagain", "tap_write_error",
+REASONS = GSO_REASONS + (
+    "vtep_tx", "vtep_rx", "udp_send_eagain", "udp_send_enobufs", "udp_send_error", "tap_write_eagain",
+    "tap_write_error",
 )
+assert len(REASONS) == R_COUNT and VXLAN_HEADER_LENGTH == VXLAN_LEN
 
 # Counters: index into Pump.counts.
 cdef enum:
@@ -227,255 +214,6 @@ cdef inline int64_t now_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef bint LITTLE = (<const uint16_t*><const char*>b"\x01\x00")[0] == 1
-
-
-# -- byte helpers ---------------------------------------------------------------------------------
-
-cdef inline uint32_t rd16(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 8) | p[1]
-
-
-cdef inline void wr16(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 8)
-    p[1] = <uint8_t>v
-
-
-cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
-
-
-cdef inline uint32_t ld16n(const uint8_t* p) noexcept nogil:
-    cdef uint16_t v
-    memcpy(&v, p, 2)
-    return v
-
-
-cdef inline void st16n(uint8_t* p, uint32_t value) noexcept nogil:
-    cdef uint16_t v = <uint16_t>value
-    memcpy(p, &v, 2)
-
-
-cdef inline uint32_t fold(uint64_t total) noexcept nogil:
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return <uint32_t>total
-
-
-cdef uint32_t csum(const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    """Folded RFC 1071 sum of p[0:n] as big-endian words (odd last byte padded), not complemented.
-
-    Sums native 32-bit words into 64 bits and swaps once at the end: the one's-complement sum is
-    byte-order independent up to that swap (RFC 1071 §2(B)).
-    """
-    cdef uint64_t s = 0
-    cdef uint32_t w0, w1, w2, w3
-    cdef uint16_t h
-    cdef uint32_t r
-    while n >= 16:
-        memcpy(&w0, p, 4)
-        memcpy(&w1, p + 4, 4)
-        memcpy(&w2, p + 8, 4)
-        memcpy(&w3, p + 12, 4)
-        s += <uint64_t>w0 + w1 + w2 + w3
-        p += 16
-        n -= 16
-    while n >= 4:
-        memcpy(&w0, p, 4)
-        s += w0
-        p += 4
-        n -= 4
-    if n >= 2:
-        memcpy(&h, p, 2)
-        s += h
-        p += 2
-        n -= 2
-    if n:
-        s += p[0] if LITTLE else (<uint32_t>p[0] << 8)
-    r = fold(s)
-    if LITTLE:
-        r = ((r & 0xFF) << 8) | (r >> 8)
-    return r
-
-
-cdef inline uint32_t pseudo(const uint8_t* l3, bint v6, uint32_t proto, uint32_t length) noexcept nogil:
-    if v6:
-        return fold(<uint64_t>csum(l3 + 8, 32) + (length >> 16) + (length & 0xFFFF) + proto)
-    return fold(<uint64_t>csum(l3 + 12, 8) + proto + length)
-
-
-# -- segmentation (software TSO/USO) --------------------------------------------------------------
-
-cdef int build(const uint8_t* vh, const uint8_t* frame, Py_ssize_t n, int pre, uint8_t* out,
-               Py_ssize_t cap, Py_ssize_t* seg_len, Py_ssize_t* last_len) noexcept nogil:
-    """Write the wire-ready frames of one TAP read to ``out``, each after ``pre`` spare bytes.
-
-    Segment i starts at ``out + i * (pre + seg_len)``; all are ``seg_len`` bytes but the last,
-    ``last_len``. Returns the count, or minus a drop reason (the same checks, in the same order,
-    as ``pump.segment``).
-    """
-    cdef uint32_t flags = vh[0], gso_type = vh[1], kind
-    cdef uint32_t gso_size = ld16n(vh + 4), csum_start = ld16n(vh + 6), csum_offset = ld16n(vh + 8)
-    cdef Py_ssize_t l3 = ETH_LEN, l4, l4_len, hlen, payload, count, i, chunk, stride, where
-    cdef uint32_t ethertype, proto, want, ip_id = 0, seq = 0, tflags = 0, value, l4_total
-    cdef bint v6
-    cdef uint8_t* seg
-    if flags & ~KNOWN_FLAGS:
-        return -R_VNET_FLAGS
-    if n < ETH_LEN:
-        return -R_ETHERNET
-    kind = gso_type & ~GSO_ECN
-    if kind == 0:
-        if pre + n > cap:
-            return -R_VNET_HDR_LEN
-        seg = out + pre
-        memcpy(seg, frame, n)
-        if flags & F_NEEDS_CSUM:
-            if csum_start >= n:
-                return -R_VNET_CSUM_START
-            where = csum_start + csum_offset
-            if where + 2 > n:
-                return -R_VNET_CSUM_OFFSET
-            value = ~csum(seg + csum_start, n - csum_start) & 0xFFFF
-            wr16(seg + where, value if value else 0xFFFF)
-        seg_len[0] = n
-        last_len[0] = n
-        return 1
-    if kind != GSO_TCPV4 and kind != GSO_TCPV6 and kind != GSO_UDP_L4:
-        return -R_VNET_GSO_TYPE
-    if not flags & F_NEEDS_CSUM:
-        return -R_VNET_FLAGS
-    if gso_size == 0:
-        return -R_VNET_GSO_SIZE
-    ethertype = rd16(frame + 12)
-    l4 = csum_start
-    if ethertype == 0x0800 and kind != GSO_TCPV6:
-        v6 = False
-        if n < l3 + 20 or frame[l3] >> 4 != 4:
-            return -R_IPV4_VERSION
-        if l4 != l3 + (frame[l3] & 0x0F) * 4 or l4 < l3 + 20:
-            return -R_VNET_CSUM_START
-    elif ethertype == 0x86DD and kind != GSO_TCPV4:
-        v6 = True
-        if n < l3 + 40 or frame[l3] >> 4 != 6:
-            return -R_IPV6_VERSION
-        if l4 < l3 + 40:
-            return -R_VNET_CSUM_START
-    else:
-        return -R_ETHERNET_TYPE
-    if kind == GSO_UDP_L4:
-        proto = PROTO_UDP
-        want = 6
-        l4_len = 8
-    else:
-        proto = PROTO_TCP
-        want = 16
-        if n < l4 + 20:
-            return -R_TCP_HEADER
-        l4_len = (frame[l4 + 12] >> 4) * 4
-        if l4_len < 20:
-            return -R_TCP_OFFSET
-    if csum_offset != want:
-        return -R_VNET_CSUM_OFFSET
-    hlen = l4 + l4_len
-    if hlen > n or hlen > MAX_HEADERS:
-        return -R_VNET_HDR_LEN
-    payload = n - hlen
-    count = (payload + gso_size - 1) // gso_size
-    if count < 1:
-        count = 1
-    if count > MAX_SEGMENTS:
-        return -R_VNET_GSO_SIZE
-    chunk = gso_size if payload > gso_size else payload
-    stride = pre + hlen + chunk
-    if count * stride > cap:
-        return -R_VNET_GSO_SIZE
-    if not v6:
-        ip_id = rd16(frame + l3 + 4)
-    if proto == PROTO_TCP:
-        seq = rd32(frame + l4 + 4)
-        tflags = frame[l4 + 13]
-    seg_len[0] = hlen + chunk
-    for i in range(count):
-        seg = out + i * stride + pre
-        chunk = payload - i * <Py_ssize_t>gso_size
-        if chunk > gso_size:
-            chunk = gso_size
-        memcpy(seg, frame, hlen)
-        memcpy(seg + hlen, frame + hlen + i * <Py_ssize_t>gso_size, chunk)
-        l4_total = <uint32_t>(l4_len + chunk)
-        if v6:
-            wr16(seg + l3 + 4, <uint32_t>(l4 - l3 - 40) + l4_total)
-        else:
-            wr16(seg + l3 + 2, <uint32_t>(l4 - l3) + l4_total)
-            wr16(seg + l3 + 4, (ip_id + <uint32_t>i) & 0xFFFF)
-            wr16(seg + l3 + 10, 0)
-            wr16(seg + l3 + 10, ~csum(seg + l3, l4 - l3) & 0xFFFF)
-        if proto == PROTO_TCP:
-            wr32(seg + l4 + 4, seq + <uint32_t>(i * <Py_ssize_t>gso_size))
-            value = tflags
-            if i != count - 1:
-                value &= ~0x09  # FIN, PSH only on the last segment
-            if i:
-                value &= ~0x80  # CWR only on the first
-            seg[l4 + 13] = <uint8_t>value
-        else:
-            wr16(seg + l4 + 4, l4_total)
-        wr16(seg + l4 + want, 0)
-        value = ~fold(<uint64_t>pseudo(seg + l3, v6, proto, l4_total) + csum(seg + l4, l4_total)) & 0xFFFF
-        if proto == PROTO_UDP and value == 0:
-            value = 0xFFFF
-        wr16(seg + l4 + want, value)
-        last_len[0] = hlen + chunk
-    return <int>count
-
-
-cdef int deliver_flags(const uint8_t* frame, Py_ssize_t n, uint8_t* vh) noexcept nogil:
-    """Fill the vnet header ``vh`` (zeroed by the caller) for a decapsulated frame; see pump.py."""
-    cdef Py_ssize_t l3 = ETH_LEN, ihl, total_len, l4, l4_total, offset
-    cdef uint32_t proto, field, seed, total
-    if n < ETH_LEN + 20 or frame[12] != 0x08 or frame[13] != 0x00 or frame[l3] >> 4 != 4:
-        return 0
-    ihl = (frame[l3] & 0x0F) * 4
-    total_len = rd16(frame + l3 + 2)
-    proto = frame[l3 + 9]
-    if ihl < 20 or total_len < ihl or l3 + total_len > n or (frame[l3 + 6] & 0x3F) or frame[l3 + 7]:
-        return 0
-    l4 = l3 + ihl
-    l4_total = total_len - ihl
-    if proto == PROTO_TCP:
-        offset = 16
-        if l4_total < 20:
-            return 0
-    elif proto == PROTO_UDP:
-        offset = 6
-        if l4_total < 8:
-            return 0
-    else:
-        return 0
-    field = rd16(frame + l4 + offset)
-    if proto == PROTO_UDP and field == 0:
-        return 0
-    seed = pseudo(frame + l3, False, proto, <uint32_t>l4_total)
-    total = fold(<uint64_t>seed + csum(frame + l4, l4_total))
-    if total == 0xFFFF:
-        vh[0] = F_DATA_VALID
-        return F_DATA_VALID
-    if field == seed:
-        vh[0] = F_NEEDS_CSUM
-        st16n(vh + 6, <uint32_t>l4)
-        st16n(vh + 8, <uint32_t>offset)
-        return F_NEEDS_CSUM
-    return 0
-
-
 cdef inline int slot_of(int port, int count) noexcept nogil:
     cdef int offset = port - PORT_BASE
     if count <= 1:
@@ -487,16 +225,11 @@ cdef inline int slot_of(int port, int count) noexcept nogil:
     return <int>((<int64_t>offset * count) // PORT_SPAN)
 
 
-# -- module-level twins of pump.py's helpers ------------------------------------------------------
+# -- module-level twins of tunnel.py's helpers ------------------------------------------------------
 
 def source_slot(int port, int count):
     """The send socket (0..count-1) for a flow whose hash port is ``port``; see ``pump.source_slot``."""
     return slot_of(port, count)
-
-
-def _check_busy_poll(busy_poll):
-    if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
-        raise ValueError(f"busy_poll must be 0..{MAX_BUSY_POLL_US} microseconds, not {busy_poll}")
 
 
 def _check_size(int vnet_hdr_size):
@@ -504,59 +237,15 @@ def _check_size(int vnet_hdr_size):
         raise ValueError(f"vnet_hdr_size must be 10 or 12, not {vnet_hdr_size}")
 
 
-def segment(data, int vnet_hdr_size=10):
-    """The wire-ready inner frames of one TAP read (vnet header + frame); see ``pump.segment``."""
-    _check_size(vnet_hdr_size)
-    cdef const uint8_t[:] view = data
-    cdef Py_ssize_t n = view.shape[0]
-    if n < vnet_hdr_size:
-        raise MalformedPacket("vnet.header", f"{n} bytes")
-    cdef uint8_t* out = <uint8_t*>malloc(SEG_SCRATCH)
-    if out == NULL:
-        raise MemoryError()
-    cdef Py_ssize_t seg_len = 0, last_len = 0, i
-    cdef int count
-    try:
-        count = build(&view[0], &view[0] + vnet_hdr_size, n - vnet_hdr_size, 0, out, SEG_SCRATCH,
-                      &seg_len, &last_len)
-        if count < 0:
-            raise MalformedPacket(REASONS[-count], "refused")
-        result = []
-        for i in range(count):
-            result.append(PyBytes_FromStringAndSize(<char*>out + i * seg_len,
-                                                    last_len if i == count - 1 else seg_len))
-        return result
-    finally:
-        free(out)
-
-
-def deliver_header(frame, int vnet_hdr_size=10):
-    """The vnet header to write before a decapsulated inner frame; see ``pump.deliver_header``."""
-    _check_size(vnet_hdr_size)
-    cdef const uint8_t[:] view = frame
-    cdef uint8_t vh[12]
-    memset(vh, 0, 12)
-    if view.shape[0]:
-        deliver_flags(&view[0], view.shape[0], vh)
-    return PyBytes_FromStringAndSize(<char*>vh, vnet_hdr_size)
-
-
-def finish_checksum(bytearray frame, Py_ssize_t csum_start, Py_ssize_t csum_offset):
-    """Complete a partial checksum in place (0 -> 0xFFFF, as ``skb_checksum_help``)."""
-    cdef Py_ssize_t n = len(frame)
-    cdef uint8_t* p = <uint8_t*>(<char*>frame)
-    if csum_start < 0 or csum_start >= n:
-        raise MalformedPacket("vnet.csum_start", f"{csum_start} outside frame of {n}")
-    if csum_offset < 0 or csum_start + csum_offset + 2 > n:
-        raise MalformedPacket("vnet.csum_offset", f"field at {csum_start + csum_offset} outside frame of {n}")
-    cdef uint32_t value = ~csum(p + csum_start, n - csum_start) & 0xFFFF
-    wr16(p + csum_start + csum_offset, value if value else 0xFFFF)
+def _check_busy_poll(busy_poll):
+    if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
+        raise ValueError(f"busy_poll must be 0..{MAX_BUSY_POLL_US} microseconds, not {busy_poll}")
 
 
 # -- the pump -------------------------------------------------------------------------------------
 
 cdef class Pump:
-    """Moves frames between a TAP descriptor and the underlay UDP socket through ``vtep``.
+    """Moves frames between a TAP descriptor and the underlay UDP socket through ``handler``.
 
     Same constructor and methods as ``pump.Pump``; ``rx_batch`` sets how many receive buffers one
     ``recvmmsg`` fills (64 KiB each with UDP GRO).
@@ -570,6 +259,7 @@ cdef class Pump:
     cdef readonly bint checksum_zero
     cdef readonly tuple send_socks
     cdef int epfd
+    cdef readonly int wake_fd
     cdef readonly int vnet_hdr_size
     cdef readonly int batch
     cdef readonly int rx_batch
@@ -581,7 +271,7 @@ cdef class Pump:
     # busy-polling: after a round with traffic, poll (epoll_wait 0) until spin_until before blocking
     cdef int64_t busy_ns
     cdef int64_t spin_until
-    cdef Vtep vtep
+    cdef FrameHandler handler
     cdef object sock
     cdef uint64_t counts[C_COUNT]
     cdef uint64_t drops[R_COUNT]
@@ -627,10 +317,11 @@ cdef class Pump:
 
     def __cinit__(self):
         self.epfd = -1
+        self.wake_fd = -1
 
-    def __init__(self, int tap_fd, udp_sock, Vtep vtep not None, *, int vnet_hdr_size=10, gso=None,
+    def __init__(self, int tap_fd, udp_sock, FrameHandler handler not None, *, int vnet_hdr_size=10, gso=None,
                  int batch=64, port=None, int rx_batch=16, bint soft_gro=True, send_socks=None,
-                 int busy_poll=0):
+                 int busy_poll=0, wake_fd=None):
         cdef int i
         cdef epoll_event ev
         _check_size(vnet_hdr_size)
@@ -642,11 +333,11 @@ cdef class Pump:
         self.tap_fd = tap_fd
         self.sock = udp_sock
         self.udp_fd = udp_sock.fileno()
-        self.vtep = vtep
+        self.handler = handler
         self.vnet_hdr_size = vnet_hdr_size
         self.batch = batch
-        self.port = int(port if port is not None else getattr(vtep, "port", 4789))
-        self.mtu = int(getattr(vtep, "mtu", 1450))
+        self.port = int(port if port is not None else getattr(handler, "port", VXLAN_PORT))
+        self.mtu = int(getattr(handler, "mtu", 1450))
         self.send_socks = tuple(send_socks or ()) or (udp_sock,)
         self.pooled = bool(send_socks)
         self.n_send = len(self.send_socks)
@@ -722,6 +413,11 @@ cdef class Pump:
         ev.data.fd = self.udp_fd
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.udp_fd, &ev) < 0:
             raise OSError(errno, "epoll_ctl(udp) failed")
+        self.wake_fd = -1 if wake_fd is None else int(wake_fd)
+        if self.wake_fd >= 0:
+            ev.data.fd = self.wake_fd
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_fd, &ev) < 0:
+                raise OSError(errno, "epoll_ctl(wake) failed")
 
     def __dealloc__(self):
         if self.epfd >= 0:
@@ -776,7 +472,7 @@ cdef class Pump:
         Within ``busy_poll`` microseconds of the last round that read a frame, the wait polls
         without sleeping first (GIL released); see ``pump.Pump.run_once``.
         """
-        cdef epoll_event evs[2]
+        cdef epoll_event evs[3]
         cdef int n = 0, i, ms, err = 0
         cdef int moved = 0
         cdef int64_t start, limit, t
@@ -794,7 +490,7 @@ cdef class Pump:
                     limit = self.spin_until
                 t = start
                 while True:
-                    n = epoll_wait(self.epfd, evs, 2, 0)
+                    n = epoll_wait(self.epfd, evs, 3, 0)
                     polls += 1
                     if n != 0:
                         err = errno
@@ -815,7 +511,7 @@ cdef class Pump:
                     ms = 0
         if n == 0:
             with nogil:
-                n = epoll_wait(self.epfd, evs, 2, ms)
+                n = epoll_wait(self.epfd, evs, 3, ms)
                 err = errno
         if n < 0:
             if err == EINTR:
@@ -826,6 +522,8 @@ cdef class Pump:
         for i in range(n):
             if evs[i].data.fd == self.tap_fd:
                 moved += self._from_tap()
+            elif evs[i].data.fd == self.wake_fd:
+                self._clear_wake()
             else:
                 moved += self._from_udp()
         if self.busy_ns and self.counts[C_TAP_RX_FRAMES] + self.counts[C_UDP_RX_DGRAMS] != seen:
@@ -880,6 +578,11 @@ cdef class Pump:
             "gro_histogram": hist,
         }
 
+    cdef void _clear_wake(self) noexcept:
+        cdef uint8_t scratch[64]
+        with nogil:
+            c_read(self.wake_fd, scratch, 64)  # an eventfd's 8-byte counter, or a pipe's bytes
+
     # -- TAP -> underlay -----------------------------------------------------------------------
 
     cdef int _from_tap(self) except -1:
@@ -918,20 +621,20 @@ cdef class Pump:
             self.counts[C_TSO_SEGMENTS] += count
             stride = VXLAN_LEN + seg_len
             self._ensure_dsts()
-            k = self.vtep.c_send(base + VXLAN_LEN, seg_len if count > 1 else last_len, now,
+            k = self.handler.c_send(base + VXLAN_LEN, seg_len if count > 1 else last_len, now,
                                  self.dsts, self.dst_cap)
             if k <= 0:
                 self.drops[R_VTEP_TX] += count
                 if count == 1 and last_len > self.mtu + ETH_LEN:
-                    reply = self.vtep.c_frag_needed(base + VXLAN_LEN, last_len, now)
+                    reply = self.handler.c_frag_needed(base + VXLAN_LEN, last_len, now)
                     if reply is not None:
                         self._write_reply(reply)
                 continue
             for g in range(count):
-                self.vtep.c_header(base + g * stride)
+                self.handler.c_header(base + g * stride)
             fd = self.send_fds[0]
             if self.n_send > 1:
-                fd = self.send_fds[slot_of(self.vtep.c_source_port(base + VXLAN_LEN,
+                fd = self.send_fds[slot_of(self.handler.c_source_port(base + VXLAN_LEN,
                                                                    seg_len if count > 1 else last_len),
                                            self.n_send)]
             self.tx_used += (count - 1) * stride + VXLAN_LEN + last_len
@@ -956,7 +659,7 @@ cdef class Pump:
         return moved
 
     cdef int _ensure_dsts(self) except -1:
-        cdef int peers = self.vtep.c_peer_count()
+        cdef int peers = self.handler.c_peer_count()
         cdef uint32_t* grown
         if peers + 1 > self.dst_cap:
             grown = <uint32_t*>calloc(peers + 64, sizeof(uint32_t))
@@ -1139,7 +842,7 @@ cdef class Pump:
                         dlen = seg
                     self.counts[C_UDP_RX_DGRAMS] += 1
                     self.counts[C_UDP_RX_BYTES] += dlen
-                    rc = self.vtep.c_receive(data + start, dlen, src, now)
+                    rc = self.handler.c_receive(data + start, dlen, src, now)
                     if rc == 0 and dlen > VXLAN_LEN:
                         moved += self._deliver(data + start + VXLAN_LEN, dlen - VXLAN_LEN)
                     else:

@@ -1,4 +1,8 @@
-"""The data-path pump: TAP <-> VTEP <-> underlay UDP (pure-Python twin of ``_pump.pyx``).
+"""The tunnel pump: TAP <-> frame handler <-> underlay UDP (pure-Python twin of ``_tunnel.pyx``).
+
+The handler (:mod:`.handler`; the overlay's VTEP is one) decides where each frame goes and writes
+its 8-byte encapsulation header; this module only moves batches between the two ports
+(:mod:`dataplane.io`) and runs the frame builders of :mod:`dataplane.wire.gso` on them.
 
 Theory of operation. One epoll waits on the TAP and the UDP socket; each round drains up to
 ``batch`` reads from each side.
@@ -7,10 +11,11 @@ Theory of operation. One epoll waits on the TAP and the UDP socket; each round d
   (``dataplane.wire.vnet``). A GSO super-frame (TCP over IPv4/IPv6, or UDP with USO) is cut into
   ``gso_size`` payload segments, each with its own IP total length/ID/header checksum, TCP sequence
   number and flags (FIN/PSH on the last only, CWR on the first only) and a complete TCP/UDP
-  checksum: software TSO/USO (:func:`segment`). A plain frame with ``NEEDS_CSUM`` gets its checksum
-  finished. The VTEP says where each inner frame goes; the VXLAN payload of all segments of one
-  super-frame to one peer goes out in one ``sendmsg`` with a ``UDP_SEGMENT`` cmsg when the socket
-  has UDP GSO (the kernel cuts it into separate datagrams), else one ``sendto`` per datagram.
+  checksum: software TSO/USO (:func:`dataplane.wire.gso.segment`). A plain frame with ``NEEDS_CSUM``
+  gets its checksum finished. The handler (the VTEP) says where each inner frame goes; the VXLAN
+  payload of all segments of one super-frame to one peer goes out in one ``sendmsg`` with a
+  ``UDP_SEGMENT`` cmsg when the socket has UDP GSO (the kernel cuts it into separate datagrams),
+  else one ``sendto`` per datagram.
 * **Source ports (RFC 7348 §5).** Given a pool of send sockets (``send_socks``, bound to ports
   spread over 49152-65535 by ``dataplane.io.udp.open_send_pool``), a TAP read's frames leave
   through socket :func:`source_slot` of the flow hash of its first frame
@@ -19,11 +24,15 @@ Theory of operation. One epoll waits on the TAP and the UDP socket; each round d
   ``SO_NO_CHECK`` (outer checksum 0) cannot use UDP GSO, so each datagram is its own send.
 * **underlay -> TAP.** ``recvmsg`` returns one datagram, or with ``UDP_GRO`` a buffer of several
   cut at the ``gso_size`` given in a cmsg. Each datagram goes through the VTEP; a delivered inner
-  frame is written to the TAP behind the vnet header :func:`deliver_header` chooses: a TCP/UDP
-  checksum left as the pseudo-header seed by a kernel VXLAN sender over veth (``spec/dataplane.md``
-  §5.3) is passed on as ``NEEDS_CSUM`` for the kernel to finish; one that verifies is marked
-  ``DATA_VALID``.
+  frame is written to the TAP behind the vnet header :func:`dataplane.wire.gso.deliver_header`
+  chooses: a TCP/UDP checksum left as the pseudo-header seed by a kernel VXLAN sender over veth
+  (``spec/dataplane.md`` §5.3) is passed on as ``NEEDS_CSUM`` for the kernel to finish; one that
+  verifies is marked ``DATA_VALID``.
 
+* **Waking up.** ``wake_fd`` (an eventfd or the read end of a pipe) is a third descriptor in the
+  epoll: the program writes to it to end a wait early (a control call queued for the data-path
+  thread, a stop); the pump reads it empty and returns. With it, the program can wait for as long
+  as the handler's next deadline instead of polling on a fixed tick.
 * **Busy-polling.** Waking a sleeping thread costs tens of microseconds on a VM (an IPI to a halted
   vCPU), and a round trip through two agents wakes them four times. With ``busy_poll`` set, a round
   that read any frame opens a window of that many microseconds in which the next wait polls the
@@ -39,6 +48,7 @@ coalesces TCP segments into GSO super-frames for the TAP (software GRO).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import operator
 import os
@@ -49,18 +59,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from dataplane.wire.errors import MalformedPacket
+from dataplane.wire.gso import deliver_header, segment
+from dataplane.wire.vnet import VNET_F_NEEDS_CSUM, VNET_HDR_LEN, VNET_HDR_MRG_LEN
+from dataplane.wire.vnet import VNET_GSO_ECN as GSO_ECN
+from dataplane.wire.vxlan import VXLAN_PORT
 
-__all__ = [
-    "IMPLEMENTATION",
-    "Pump",
-    "deliver_header",
-    "finish_checksum",
-    "segment",
-    "source_slot",
-]
+from .handler import FrameHandler
+
+__all__ = ["IMPLEMENTATION", "Pump", "source_slot"]
 
 IMPLEMENTATION = "python"
 
@@ -71,42 +80,14 @@ SO_NO_CHECK = 11
 PORT_BASE = 49152  # the dynamic range 49152-65535 of the flow-hash source port (RFC 7348 §5)
 PORT_SPAN = 16384
 
-VNET_F_NEEDS_CSUM = 1
-VNET_F_DATA_VALID = 2
-_KNOWN_FLAGS = 7
-GSO_NONE = 0
-GSO_TCPV4 = 1
-GSO_TCPV6 = 4
-GSO_UDP_L4 = 5
-GSO_ECN = 0x80
-
-ETH_LEN = 14
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
-TCP = 6
-UDP = 17
-TCP_FIN = 0x01
-TCP_PSH = 0x08
-TCP_CWR = 0x80
-
-MAX_HEADERS = 256  # Ethernet + IP (+ extension headers) + L4 header of a GSO frame
-MAX_SEGMENTS = 256  # segments per super-frame (64 KiB at gso_size 256)
 MAX_GSO_BYTES = 65000  # one UDP_SEGMENT send: IPv4 total length 65535 less headers, with margin
 MAX_GSO_SEGMENTS = 64  # UDP_MAX_SEGMENTS is 64 before Linux 6.3 (128 after)
 MAX_BUSY_POLL_US = 1_000_000
 
-_VNET10 = struct.Struct("=BBHHHH")
-_VNET12 = struct.Struct("=BBHHHHH")
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 
-
-def _vnet_struct(size: int) -> struct.Struct:
-    if size == 10:
-        return _VNET10
-    if size == 12:
-        return _VNET12
-    raise ValueError(f"vnet_hdr_size must be 10 or 12, not {size}")
+def _check_size(size: int) -> None:
+    if size not in (VNET_HDR_LEN, VNET_HDR_MRG_LEN):
+        raise ValueError(f"vnet_hdr_size must be 10 or 12, not {size}")
 
 
 def _check_busy_poll(busy_poll: int) -> int:
@@ -114,142 +95,6 @@ def _check_busy_poll(busy_poll: int) -> int:
     if not 0 <= value <= MAX_BUSY_POLL_US:
         raise ValueError(f"busy_poll must be 0..{MAX_BUSY_POLL_US} microseconds, not {busy_poll}")
     return value
-
-
-def _fold(total: int) -> int:
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def _sum(data: bytes | bytearray | memoryview) -> int:
-    """Folded RFC 1071 sum (not complemented); an odd last byte is padded with zero."""
-    raw = bytes(data)
-    if len(raw) & 1:
-        raw += b"\x00"
-    number = int.from_bytes(raw, "big")
-    if not number:
-        return 0
-    folded = number % 0xFFFF
-    return folded if folded else 0xFFFF
-
-
-def _pseudo(frame: bytes | bytearray, l3: int, v6: bool, proto: int, length: int) -> int:
-    if v6:
-        total = _sum(frame[l3 + 8 : l3 + 40]) + (length >> 16) + (length & 0xFFFF) + proto
-    else:
-        total = _sum(frame[l3 + 12 : l3 + 20]) + proto + length
-    return _fold(total)
-
-
-def finish_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
-    """Complete a partial checksum in place, as the kernel's ``skb_checksum_help`` does (0 -> 0xFFFF)."""
-    where = csum_start + csum_offset
-    if csum_start >= len(frame):
-        raise MalformedPacket("vnet.csum_start", f"{csum_start} outside frame of {len(frame)}")
-    if where + 2 > len(frame):
-        raise MalformedPacket("vnet.csum_offset", f"field at {where} outside frame of {len(frame)}")
-    value = ~_sum(frame[csum_start:]) & 0xFFFF
-    frame[where : where + 2] = _U16.pack(value or 0xFFFF)
-
-
-def segment(data: bytes | bytearray, vnet_hdr_size: int = 10) -> list[bytes]:
-    """The wire-ready inner frames of one TAP read (vnet header + frame).
-
-    A GSO super-frame yields its segments (software TSO/USO), anything else one frame; every
-    partial checksum is finished. Raises :class:`MalformedPacket` naming the bad field.
-    """
-    fmt = _vnet_struct(vnet_hdr_size)
-    if len(data) < vnet_hdr_size:
-        raise MalformedPacket("vnet.header", f"{len(data)} bytes")
-    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = fmt.unpack_from(data)[:6]
-    frame = bytearray(data[vnet_hdr_size:])
-    n = len(frame)
-    if flags & ~_KNOWN_FLAGS:
-        raise MalformedPacket("vnet.flags", f"unknown flag bits 0x{flags:02x}")
-    if n < ETH_LEN:
-        raise MalformedPacket("ethernet", f"frame of {n} bytes")
-    kind = gso_type & ~GSO_ECN
-    if kind == GSO_NONE:
-        if flags & VNET_F_NEEDS_CSUM:
-            finish_checksum(frame, csum_start, csum_offset)
-        return [bytes(frame)]
-    if kind not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):
-        raise MalformedPacket("vnet.gso_type", f"unsupported GSO type 0x{gso_type:02x}")
-    if not flags & VNET_F_NEEDS_CSUM:
-        raise MalformedPacket("vnet.flags", "a GSO frame without NEEDS_CSUM")
-    if gso_size == 0:
-        raise MalformedPacket("vnet.gso_size", "a GSO frame needs a segment size")
-    ethertype = (frame[12] << 8) | frame[13]
-    l3 = ETH_LEN
-    l4 = csum_start
-    if ethertype == ETH_IPV4 and kind != GSO_TCPV6:
-        v6 = False
-        if n < l3 + 20 or frame[l3] >> 4 != 4:
-            raise MalformedPacket("ipv4.version", "GSO frame without an IPv4 header")
-        if l4 != l3 + (frame[l3] & 0x0F) * 4 or l4 < l3 + 20:
-            raise MalformedPacket("vnet.csum_start", f"{l4} is not the end of the IPv4 header")
-    elif ethertype == ETH_IPV6 and kind != GSO_TCPV4:
-        v6 = True
-        if n < l3 + 40 or frame[l3] >> 4 != 6:
-            raise MalformedPacket("ipv6.version", "GSO frame without an IPv6 header")
-        if l4 < l3 + 40:
-            raise MalformedPacket("vnet.csum_start", f"{l4} inside the IPv6 header")
-    else:
-        raise MalformedPacket("ethernet.type", f"GSO type 0x{gso_type:02x} over EtherType 0x{ethertype:04x}")
-    if kind == GSO_UDP_L4:
-        proto, want_offset, l4_len = UDP, 6, 8
-    else:
-        proto, want_offset = TCP, 16
-        if n < l4 + 20:
-            raise MalformedPacket("tcp.header", "truncated")
-        l4_len = (frame[l4 + 12] >> 4) * 4
-        if l4_len < 20:
-            raise MalformedPacket("tcp.offset", f"data offset {l4_len}")
-    if csum_offset != want_offset:
-        raise MalformedPacket("vnet.csum_offset", f"{csum_offset} for {'TCP' if proto == TCP else 'UDP'}")
-    hlen = l4 + l4_len
-    if hlen > n or hlen > MAX_HEADERS:
-        raise MalformedPacket("vnet.hdr_len", f"headers of {hlen} bytes in a frame of {n}")
-    payload = n - hlen
-    count = max(1, -(-payload // gso_size))
-    if count > MAX_SEGMENTS:
-        raise MalformedPacket("vnet.gso_size", f"{count} segments of {gso_size}")
-    header = bytearray(frame[:hlen])
-    ip_id = 0 if v6 else (header[l3 + 4] << 8) | header[l3 + 5]
-    seq = _U32.unpack_from(header, l4 + 4)[0] if proto == TCP else 0
-    tcp_flags = header[l4 + 13] if proto == TCP else 0
-    out: list[bytes] = []
-    for i in range(count):
-        chunk = frame[hlen + i * gso_size : min(n, hlen + (i + 1) * gso_size)]
-        seg = bytearray(header)
-        l4_total = l4_len + len(chunk)
-        if v6:
-            seg[l3 + 4 : l3 + 6] = _U16.pack(l4 - l3 - 40 + l4_total)
-        else:
-            seg[l3 + 2 : l3 + 4] = _U16.pack(l4 - l3 + l4_total)
-            seg[l3 + 4 : l3 + 6] = _U16.pack((ip_id + i) & 0xFFFF)
-            seg[l3 + 10 : l3 + 12] = b"\x00\x00"
-            seg[l3 + 10 : l3 + 12] = _U16.pack(~_sum(seg[l3:l4]) & 0xFFFF)
-        if proto == TCP:
-            seg[l4 + 4 : l4 + 8] = _U32.pack((seq + i * gso_size) & 0xFFFFFFFF)
-            f = tcp_flags
-            if i != count - 1:
-                f &= ~(TCP_FIN | TCP_PSH)
-            if i:
-                f &= ~TCP_CWR
-            seg[l4 + 13] = f
-        else:
-            seg[l4 + 4 : l4 + 6] = _U16.pack(l4_total)
-        seg[l4 + want_offset : l4 + want_offset + 2] = b"\x00\x00"
-        total = _pseudo(seg, l3, v6, proto, l4_total) + _sum(seg[l4:]) + _sum(chunk)
-        value = ~_fold(total) & 0xFFFF
-        if proto == UDP and value == 0:
-            value = 0xFFFF
-        seg[l4 + want_offset : l4 + want_offset + 2] = _U16.pack(value)
-        seg += chunk
-        out.append(bytes(seg))
-    return out
 
 
 def source_slot(port: int, count: int) -> int:
@@ -264,80 +109,15 @@ def source_slot(port: int, count: int) -> int:
     return offset * count // PORT_SPAN
 
 
-def deliver_header(frame: bytes | bytearray, vnet_hdr_size: int = 10) -> bytes:
-    """The vnet header to write before a decapsulated inner ``frame`` on the TAP.
-
-    IPv4 TCP/UDP (not a fragment, lengths consistent): if the L4 checksum verifies, ``DATA_VALID``
-    (the kernel need not check it again); if it fails and equals the pseudo-header seed (left
-    unfinished by a kernel VXLAN sender over veth, ``spec/dataplane.md`` §5.3), ``NEEDS_CSUM`` with
-    ``csum_start``/``csum_offset`` so the kernel finishes it; a UDP checksum of 0 ("none") and
-    anything else get an all-zero header (other bad checksums are left for the end host to drop).
-    """
-    fmt = _vnet_struct(vnet_hdr_size)
-    zero = bytes(vnet_hdr_size)
-    n = len(frame)
-    if n < ETH_LEN + 20 or frame[12] != 0x08 or frame[13] != 0x00:
-        return zero
-    l3 = ETH_LEN
-    if frame[l3] >> 4 != 4:
-        return zero
-    ihl = (frame[l3] & 0x0F) * 4
-    total_len = (frame[l3 + 2] << 8) | frame[l3 + 3]
-    proto = frame[l3 + 9]
-    if ihl < 20 or total_len < ihl or l3 + total_len > n or (frame[l3 + 6] & 0x3F) or frame[l3 + 7]:
-        return zero
-    l4 = l3 + ihl
-    l4_total = total_len - ihl
-    if proto == TCP:
-        offset = 16
-        if l4_total < 20:
-            return zero
-    elif proto == UDP:
-        offset = 6
-        if l4_total < 8:
-            return zero
-    else:
-        return zero
-    field = (frame[l4 + offset] << 8) | frame[l4 + offset + 1]
-    if proto == UDP and field == 0:
-        return zero
-    seed = _pseudo(frame, l3, False, proto, l4_total)
-    total = _fold(seed + _sum(frame[l4 : l4 + l4_total]))
-    if total == 0xFFFF:
-        flags, start, off = VNET_F_DATA_VALID, 0, 0
-    elif field == seed:
-        flags, start, off = VNET_F_NEEDS_CSUM, l4, offset
-    else:
-        return zero
-    values: tuple[int, ...] = (flags, 0, 0, 0, start, off)
-    if vnet_hdr_size == 12:
-        values += (0,)
-    return fmt.pack(*values)
-
-
-class _Transmit(Protocol):
-    payload: bytes
-    destinations: tuple[str, ...]
-    reply: bytes | None
-
-
-class _Vtep(Protocol):
-    port: int
-
-    def receive(self, payload: bytes, src: str, now: float) -> bytes | None: ...
-
-    def send(self, frame: bytes, now: float) -> Any: ...
-
-    def source_port(self, frame: bytes) -> int: ...
-
-
 class Pump:
-    """Moves frames between a TAP descriptor and the underlay UDP socket through ``vtep``.
+    """Moves frames between a TAP descriptor and the underlay UDP socket through ``handler``.
 
+    ``handler``: a :class:`~.handler.FrameHandler` (the VTEP).
     ``gso``: True/False, or None for "if the send sockets support UDP_SEGMENT and do not have
     ``SO_NO_CHECK``". ``send_socks``: the source-port pool, in port order (empty or None: send
     from ``udp_sock``). ``busy_poll``: the busy-poll window in microseconds (0: off; see the
-    module docstring). The pump does not own the descriptors; :meth:`close` releases only its
+    module docstring). ``wake_fd``: a descriptor whose readability ends a wait (see the module
+    docstring). The pump does not own the descriptors; :meth:`close` releases only its
     epoll.
     """
 
@@ -345,7 +125,7 @@ class Pump:
         self,
         tap_fd: int,
         udp_sock: socket.socket,
-        vtep: Any,
+        handler: FrameHandler,
         *,
         vnet_hdr_size: int = 10,
         gso: bool | None = None,
@@ -353,18 +133,19 @@ class Pump:
         port: int | None = None,
         send_socks: Sequence[socket.socket] | None = None,
         busy_poll: int = 0,
+        wake_fd: int | None = None,
     ) -> None:
-        _vnet_struct(vnet_hdr_size)
+        _check_size(vnet_hdr_size)
         self._busy = _check_busy_poll(busy_poll) / 1e6
         self._spin_until = 0.0
         if not 1 <= batch <= 1024:
             raise ValueError(f"batch must be 1..1024, not {batch}")
         self.tap_fd = tap_fd
         self.sock = udp_sock
-        self.vtep = vtep
+        self.handler = handler
         self.vnet_hdr_size = vnet_hdr_size
         self.batch = batch
-        self.port = port if port is not None else int(getattr(vtep, "port", 4789))
+        self.port = port if port is not None else int(getattr(handler, "port", VXLAN_PORT))
         self.send_socks: tuple[socket.socket, ...] = tuple(send_socks or ()) or (udp_sock,)
         self.pooled = bool(send_socks)
         self.checksum_zero = _no_check(self.send_socks[0])
@@ -379,6 +160,9 @@ class Pump:
         self._epoll = select.epoll()
         self._epoll.register(tap_fd, select.EPOLLIN)
         self._epoll.register(udp_sock.fileno(), select.EPOLLIN)
+        self.wake_fd = -1 if wake_fd is None else wake_fd
+        if wake_fd is not None:
+            self._epoll.register(wake_fd, select.EPOLLIN)
         self._closed = False
 
     def close(self) -> None:
@@ -444,6 +228,8 @@ class Pump:
         for fd, _mask in events:
             if fd == self.tap_fd:
                 moved += self._from_tap()
+            elif fd == self.wake_fd:
+                _clear(fd)
             else:
                 moved += self._from_udp()
         if self._busy and c["tap_rx_frames"] + c["udp_rx_datagrams"] != seen:
@@ -525,10 +311,10 @@ class Pump:
         now = time.monotonic()
         sock = self.send_socks[0]
         if len(self.send_socks) > 1 and frames:
-            sock = self.send_socks[source_slot(self.vtep.source_port(frames[0]), len(self.send_socks))]
+            sock = self.send_socks[source_slot(self.handler.source_port(frames[0]), len(self.send_socks))]
         groups: dict[str, list[bytes]] = {}
         for frame in frames:
-            tx = self.vtep.send(frame, now)
+            tx = self.handler.send(frame, now)
             if tx.reply:
                 self._write_tap(bytes(self.vnet_hdr_size) + tx.reply)
             if not tx.destinations:
@@ -606,7 +392,7 @@ class Pump:
     def _deliver(self, payload: bytes, src: str, now: float) -> int:
         self._counts["udp_rx_datagrams"] += 1
         self._counts["udp_rx_bytes"] += len(payload)
-        frame = self.vtep.receive(payload, src, now)
+        frame = self.handler.receive(payload, src, now)
         if frame is None:
             self._drops["vtep_rx"] += 1
             return 0
@@ -628,6 +414,12 @@ class Pump:
         self._counts["tap_tx_frames"] += 1
         self._counts["tap_tx_bytes"] += len(data) - self.vnet_hdr_size
         return 1
+
+
+def _clear(fd: int) -> None:
+    """Read a wake-up descriptor empty (an eventfd's counter, or what was written to a pipe)."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        os.read(fd, 4096)
 
 
 def _probe_gso(sock: socket.socket) -> bool:

@@ -1,4 +1,4 @@
-"""Helpers for the I/O tests: the two pump twins and super-frames built with scapy."""
+"""Helpers for the pump and GSO tests: the two pump twins and super-frames built with scapy."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from dataplane.io import compiled_pump
-from dataplane.io import pump as pure_pump
-from dataplane.wire import checksum
+from dataplane.pump import tunnel as pure_pump
+from dataplane.wire import _select, checksum
 
 MAC_A = "02:00:5e:10:00:01"
 MAC_B = "02:00:5e:10:00:02"
 
 
 def pump_modules() -> list[ModuleType]:
-    compiled = compiled_pump()
+    compiled = _select.compiled("tunnel", "dataplane.pump")
     return [pure_pump] + ([compiled] if compiled is not None else [])
 
 
@@ -30,8 +29,8 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
         return pure_pump
     from tests.conftest import require  # noqa: PLC0415
 
-    compiled = compiled_pump()
-    require(compiled is not None, "dataplane.io._pump is not built")
+    compiled = _select.compiled("tunnel", "dataplane.pump")
+    require(compiled is not None, "dataplane.pump._tunnel is not built")
     assert compiled is not None
     return compiled
 

@@ -19,19 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane.io import compiled_pump, load_pump
-from dataplane.io import pump as pure_pump
-from dataplane.overlay import _select as vtep_select
+from dataplane.pump import tunnel as pure_pump
+from dataplane.wire import _select
 from tests.conftest import require
-from tests.unit.io.conftest import partial, pump_modules, tcp4, udp4, vnet
+from tests.unit.pump.conftest import pump_modules, tcp4, vnet
 
 NEEDS_CSUM, DATA_VALID = 1, 2
 
 
 def make_vtep(module: ModuleType) -> Any:
     if module is pure_pump:
-        return vtep_select.pure("vtep").Vtep(4242, "192.0.2.1")
-    compiled = vtep_select.compiled("vtep")
+        return _select.pure("vtep", "dataplane.overlay").Vtep(4242, "192.0.2.1")
+    compiled = _select.compiled("vtep", "dataplane.overlay")
     require(compiled is not None, "dataplane.overlay._vtep is not built")
     assert compiled is not None
     return compiled.Vtep(4242, "192.0.2.1")
@@ -57,31 +56,6 @@ def drain(pump: Any, rounds: int = 20) -> None:
     for _ in range(rounds):
         if not pump.run_once(0.01) and not pump.run_once(0.0):
             break
-
-
-def test_deliver_header_marks_verified_and_seeded(impl: ModuleType) -> None:
-    good = bytes(tcp4(b"payload"))
-    assert impl.deliver_header(good)[0] == DATA_VALID
-    seeded, start, offset = partial(tcp4(b"payload"))
-    header = impl.deliver_header(seeded, 12)
-    assert len(header) == 12
-    assert header == vnet(NEEDS_CSUM, 0, 0, 0, start, offset, 12)
-    broken = bytearray(good)
-    broken[-1] ^= 0xFF  # bad, and not the seed: left for the end host to drop
-    assert impl.deliver_header(bytes(broken)) == bytes(10)
-    no_checksum = bytearray(bytes(udp4(b"x")))
-    no_checksum[40:42] = b"\x00\x00"
-    assert impl.deliver_header(bytes(no_checksum)) == bytes(10)
-    assert impl.deliver_header(b"") == bytes(10)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200), st.integers(0, 3))
-def test_twins_choose_the_same_deliver_header(tail: bytes, which: int) -> None:
-    modules = pump_modules()
-    require(len(modules) == 2, "dataplane.io._pump is not built")
-    base = [bytes(tcp4(tail)), bytes(partial(tcp4(tail))[0]), bytes(udp4(tail)), tail][which]
-    assert modules[0].deliver_header(base) == modules[1].deliver_header(base)
 
 
 def test_malformed_tap_frames_are_counted_not_raised(rig: tuple[Any, socket.socket, socket.socket]) -> None:
@@ -245,10 +219,10 @@ def test_busy_poll_is_checked(impl: ModuleType) -> None:
 
 
 def test_load_pump_honours_the_environment() -> None:
-    module = load_pump()
+    module = _select.load("tunnel", "dataplane.pump")
     if os.environ.get("WEBSPACES_NO_EXTENSIONS") == "1":
         assert module.IMPLEMENTATION == "python"
-    elif compiled_pump() is not None:
-        assert module.IMPLEMENTATION == "cython", "dataplane.io._pump was built but not loaded"
+    elif _select.compiled("tunnel", "dataplane.pump") is not None:
+        assert module.IMPLEMENTATION == "cython", "dataplane.pump._tunnel was built but not loaded"
     for m in pump_modules():
         assert sorted(m.__all__) == sorted(pure_pump.__all__)

@@ -1,4 +1,5 @@
-"""Software TSO/USO and checksum completion, with scapy as the oracle and the twins compared."""
+"""Software TSO/USO, checksum completion and delivery headers (dataplane.wire.gso), with scapy as the
+oracle and the twins compared."""
 
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from dataplane.io import pump as pure_pump
-from dataplane.wire import MalformedPacket
+from dataplane.wire import MalformedPacket, _select
+from dataplane.wire import gso as pure_gso
 from tests.conftest import require
-from tests.unit.io.conftest import partial, pump_modules, tcp4, tcp6, udp4, vnet
+from tests.unit.pump.conftest import partial, tcp4, tcp6, udp4, vnet
 
-NEEDS_CSUM = 1
+NEEDS_CSUM, DATA_VALID = 1, 2
 TCPV4, TCPV6, UDP_L4, ECN = 1, 4, 5, 0x80
+
+
+def gso_modules() -> list[ModuleType]:
+    compiled = _select.compiled("gso")
+    return [pure_gso] + ([compiled] if compiled is not None else [])
+
+
+@pytest.fixture(params=["python", "cython"])
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    if request.param == "python":
+        return pure_gso
+    compiled = _select.compiled("gso")
+    require(compiled is not None, "dataplane.wire._gso is not built")
+    assert compiled is not None
+    return compiled
 
 
 def rechecked(frame: bytes) -> Packet:
@@ -169,20 +185,45 @@ def super_frames(draw: st.DrawFn) -> bytes:
 @settings(max_examples=150, deadline=None)
 @given(super_frames())
 def test_twins_segment_alike(data: bytes) -> None:
-    modules = pump_modules()
-    require(len(modules) == 2, "dataplane.io._pump is not built")
+    modules = gso_modules()
+    require(len(modules) == 2, "dataplane.wire._gso is not built")
     assert _outcome(modules[0], data) == _outcome(modules[1], data)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_garbage_raises_only_malformed(data: bytes) -> None:
-    for module in pump_modules():
+    for module in gso_modules():
         _outcome(module, data)
 
 
 def test_vnet_hdr_size_is_checked() -> None:
-    for module in pump_modules():
+    for module in gso_modules():
         with pytest.raises(ValueError, match="10 or 12"):
             module.segment(vnet() + bytes(tcp4(b"x")), 11)
-    assert pure_pump.IMPLEMENTATION == "python"
+    assert pure_gso.IMPLEMENTATION == "python"
+
+
+def test_deliver_header_marks_verified_and_seeded(impl: ModuleType) -> None:
+    good = bytes(tcp4(b"payload"))
+    assert impl.deliver_header(good)[0] == DATA_VALID
+    seeded, start, offset = partial(tcp4(b"payload"))
+    header = impl.deliver_header(seeded, 12)
+    assert len(header) == 12
+    assert header == vnet(NEEDS_CSUM, 0, 0, 0, start, offset, 12)
+    broken = bytearray(good)
+    broken[-1] ^= 0xFF  # bad, and not the seed: left for the end host to drop
+    assert impl.deliver_header(bytes(broken)) == bytes(10)
+    no_checksum = bytearray(bytes(udp4(b"x")))
+    no_checksum[40:42] = b"\x00\x00"
+    assert impl.deliver_header(bytes(no_checksum)) == bytes(10)
+    assert impl.deliver_header(b"") == bytes(10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 3))
+def test_twins_choose_the_same_deliver_header(tail: bytes, which: int) -> None:
+    modules = gso_modules()
+    require(len(modules) == 2, "dataplane.wire._gso is not built")
+    base = [bytes(tcp4(tail)), bytes(partial(tcp4(tail))[0]), bytes(udp4(tail)), tail][which]
+    assert modules[0].deliver_header(base) == modules[1].deliver_header(base)

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane.io import pump as pure_pump
 from dataplane.io.udp import (
     DYNAMIC_PORTS,
     pool_ports,
 )
+from dataplane.pump import tunnel as pure_pump
 from dataplane.wire.vxlan import source_port_for
 from tests.conftest import require
-from tests.unit.io.conftest import pump_modules, udp4
+from tests.unit.pump.conftest import pump_modules, udp4
 
 NEEDS_CSUM, TCPV4 = 1, 1
 LOW, HIGH = DYNAMIC_PORTS
@@ -62,7 +62,7 @@ def test_slot_is_the_stripe_of_the_hash_port(impl: ModuleType) -> None:
 @given(st.integers(0, 70000), st.integers(0, 300))
 def test_twins_choose_the_same_slot(port: int, count: int) -> None:
     modules = pump_modules()
-    require(len(modules) == 2, "dataplane.io._pump is not built")
+    require(len(modules) == 2, "dataplane.pump._tunnel is not built")
     slot = modules[0].source_slot(port, count)
     assert slot == modules[1].source_slot(port, count)
     assert 0 <= slot < max(count, 1)
