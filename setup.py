@@ -33,6 +33,8 @@ CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vne
 # Pure-Python modules compiled from their own source as `_name` twins, outside dataplane.wire.
 FROM_SOURCE = [f"dataplane.wire.{name}" for name in CODECS] + [
     "dataplane.dhcp.pool",
+    "dataplane.dhcp.leases",
+    "dataplane.dhcp.replies",
     "dataplane.dhcp.server",
 ]
 

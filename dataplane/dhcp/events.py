@@ -62,7 +62,9 @@ class LeaseState(IntEnum):
 # the address replaces the record. OFFERED is memory-only: an offer needs no durability, so after a
 # crash it is simply gone, and authoritative mode re-grants the address when its REQUEST comes.
 #
-# (state, trigger) -> next state; a pair not listed is refused (the server never takes it).
+# (state, trigger) -> next state. The lease table (`.leases.LeaseTable.allow`) reads it before every
+# change it makes: a pair not listed, or one leading elsewhere, is refused (the record stays as it
+# was) and counted as the server's `refused_transitions`. FREE stands for "no record".
 LEASE_TRANSITIONS: dict[tuple[LeaseState, str], LeaseState] = {
     (LeaseState.FREE, "offer"): LeaseState.OFFERED,  # LeaseOffered
     (LeaseState.RELEASED, "offer"): LeaseState.OFFERED,
@@ -75,7 +77,8 @@ LEASE_TRANSITIONS: dict[tuple[LeaseState, str], LeaseState] = {
     (LeaseState.EXPIRED, "ack"): LeaseState.BOUND,
     (LeaseState.BOUND, "ack"): LeaseState.BOUND,  # LeaseRenewed (renewing, rebinding, init-reboot)
     (LeaseState.OFFERED, "withdraw"): LeaseState.FREE,  # OfferWithdrawn: timed out, other server, NAK
-    (LeaseState.BOUND, "release"): LeaseState.RELEASED,  # LeaseReleased
+    (LeaseState.OFFERED, "release"): LeaseState.RELEASED,  # LeaseReleased (a client may release an offer)
+    (LeaseState.BOUND, "release"): LeaseState.RELEASED,
     (LeaseState.BOUND, "expire"): LeaseState.EXPIRED,  # LeaseExpired
     (LeaseState.OFFERED, "decline"): LeaseState.DECLINED,  # AddressDeclined
     (LeaseState.BOUND, "decline"): LeaseState.DECLINED,

@@ -5,8 +5,10 @@ Theory of operation
 **One AF_PACKET socket does all the talking.** It is bound to the interface with a classic BPF
 filter that passes only IPv4 UDP datagrams to port 67 (not fragments), so the kernel wakes us for
 DHCP and nothing else, and we see every request with its Ethernet source. Replies are whole frames
-we build (Ethernet + IPv4 + UDP, checksums computed) and send on the same socket, addressed per RFC
-2131 §4.1 (spec 4.3) by :func:`reply_target`:
+we build with :mod:`dataplane.wire`'s codecs (Ethernet + IPv4 + UDP, checksums computed; requests
+are read with the same codecs) and send on the same socket, addressed per RFC 2131 §4.1 (spec 4.3):
+the core's :class:`~.events.Reply` names the IPv4 destination and port, and :func:`outgoing` the
+Ethernet one:
 
 1. ``giaddr`` set: to the relay, ``giaddr``:67, at the Ethernet source of the request (the relay,
    or the router in front of it);
@@ -46,7 +48,27 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dataplane.io.errors import DeviceMissing, IoError, PermissionDenied, PortInUse
-from dataplane.wire import internet_checksum, ones_sum, pseudo_header_sum, udp_wire_checksum
+from dataplane.wire import (
+    ETHERTYPE_IPV4,
+    PROTO_UDP,
+    Buffer,
+    EthernetHeader,
+    IPv4Header,
+    MalformedPacket,
+    UdpHeader,
+    ipv4_payload_length,
+    pull_ethernet,
+    pull_ipv4,
+    pull_udp,
+    push_ethernet,
+    push_ipv4,
+    push_udp,
+    udp_checksum,
+    verify_ipv4_checksum,
+)
+from dataplane.wire import ethernet as _ethernet
+from dataplane.wire import ipv4 as _ipv4
+from dataplane.wire import udp as _udp
 
 from .events import Reply
 
@@ -60,13 +82,12 @@ __all__ = [
     "Received",
     "build_frame",
     "parse_frame",
-    "reply_target",
 ]
 
 SERVER_PORT = 67
 CLIENT_PORT = 68
 MAX_BATCH = 256  # reads per wake-up; bounds the latency of the first reply in a batch
-ETH_P_IP = 0x0800
+ETH_P_IP = ETHERTYPE_IPV4
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
@@ -76,12 +97,12 @@ PACKET_OTHERHOST = 3
 BUFFER_SIZE = 8 << 20  # absorbs a burst while a commit's fsync runs
 BROADCAST_MAC = b"\xff" * 6
 BROADCAST_IP = b"\xff\xff\xff\xff"
-ZERO_IP = bytes(4)
 _FRAME_SIZE = 65536
-
-_ETH = struct.Struct("!6s6sH")
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_UDP = struct.Struct("!HHHH")
+_ETH_LENGTH = _ethernet.HEADER_LENGTH
+_IP_LENGTH = _ipv4.HEADER_LENGTH
+_UDP_LENGTH = _udp.HEADER_LENGTH
+_TOS = 0x10  # IPTOS_LOWDELAY (RFC 1349), as ISC dhcpd marks the frames it builds
+_TTL = 64
 
 # Classic BPF for "ip and udp dst port 67 and not a fragment" on Ethernet (what `tcpdump -dd` prints
 # for that expression): (code, jt, jf, k).
@@ -167,64 +188,64 @@ def parse_frame(frame: bytes, stats: PortStats | None = None) -> Received | None
 
 
 def _check_frame(frame: bytes) -> Received | str:
-    if len(frame) < _ETH.size + _IP.size + _UDP.size:
+    if len(frame) < _ETH_LENGTH + _IP_LENGTH + _UDP_LENGTH:
         return "short_frame"
-    dst_mac, src_mac, ethertype = _ETH.unpack_from(frame, 0)
-    if ethertype != ETH_P_IP:
+    buf = Buffer(frame)
+    try:
+        ethernet = pull_ethernet(buf)
+    except MalformedPacket:
+        return "not_ipv4"  # an 802.3 length in place of the EtherType
+    if ethernet.ethertype != ETHERTYPE_IPV4:
         return "not_ipv4"
-    version_ihl, _, total_length, _, fragment, _, protocol, _, src_ip, dst_ip = _IP.unpack_from(frame, 14)
-    ihl = (version_ihl & 0x0F) * 4
-    if version_ihl >> 4 != 4 or ihl < 20 or total_length < ihl + 8 or 14 + total_length > len(frame):
+    try:
+        ip = pull_ipv4(buf)
+    except MalformedPacket:
         return "bad_ipv4"
-    if protocol != 17 or fragment & 0x3FFF:  # MF or an offset: DHCP is never fragmented in practice
+    ihl = ip.header_length
+    if ip.total_length < ihl + _UDP_LENGTH:
         return "bad_ipv4"
-    if internet_checksum(frame, 14, 14 + ihl) != 0:
+    if ip.protocol != PROTO_UDP or ip.is_fragment:  # DHCP is never fragmented in practice
+        return "bad_ipv4"
+    if not verify_ipv4_checksum(memoryview(frame)[_ETH_LENGTH:]):
         return "bad_checksum"
-    udp_at = 14 + ihl
-    src_port, dst_port, length, _ = _UDP.unpack_from(frame, udp_at)
-    if dst_port != SERVER_PORT or length < 8 or length > total_length - ihl:
+    try:
+        udp = pull_udp(buf)
+    except MalformedPacket:
+        return "bad_udp"
+    # pull_udp bounds the length by the frame; the datagram ends where IPv4 says (padding follows).
+    if udp.dst_port != SERVER_PORT or udp.length > ipv4_payload_length(ip):
         return "bad_udp"
     # The UDP checksum is not verified: a frame sent by a local socket over veth (or a virtio
     # NIC) arrives CHECKSUM_PARTIAL, its checksum field holding only the pseudo-header sum (spec 6,
     # gotcha 1), and telling those apart needs PACKET_AUXDATA on every read. The IPv4 header
     # checksum is always complete and is checked; the DHCP codec rejects what does not parse.
-    return Received(frame[udp_at + 8 : udp_at + length], src_mac, dst_mac, src_ip, dst_ip, src_port)
-
-
-def reply_target(
-    *,
-    giaddr: bytes,
-    ciaddr: bytes,
-    yiaddr: bytes,
-    chaddr: bytes,
-    htype: int,
-    hlen: int,
-    broadcast: bool,
-    nak: bool,
-    src_mac: bytes,
-) -> tuple[bytes, bytes, int]:
-    """(destination MAC, IPv4 address, UDP port) of a reply, RFC 2131 §4.1 (see the module docstring)."""
-    if giaddr != ZERO_IP:
-        return src_mac, giaddr, SERVER_PORT
-    if ciaddr != ZERO_IP and not nak:
-        return src_mac, ciaddr, CLIENT_PORT
-    if broadcast or nak or yiaddr == ZERO_IP or not (htype == 1 and hlen == 6):
-        return BROADCAST_MAC, BROADCAST_IP, CLIENT_PORT
-    return bytes(chaddr[:6]), yiaddr, CLIENT_PORT
+    payload = buf.pull_bytes(udp.length - _UDP_LENGTH, "udp.payload")
+    return Received(payload, ethernet.src, ethernet.dst, ip.src, ip.dst, udp.src_port)
 
 
 def build_frame(src_mac: bytes, src_ip: bytes, reply: Outgoing, ident: int = 0) -> bytes:
     """Ethernet + IPv4 + UDP around ``reply.payload``, from ``src_ip``:67, checksums computed."""
     payload = reply.payload
-    udp_length = 8 + len(payload)
-    total = 20 + udp_length
-    ip_header = bytearray(_IP.pack(0x45, 0x10, total, ident & 0xFFFF, 0, 64, 17, 0, src_ip, reply.dst_ip))
-    struct.pack_into("!H", ip_header, 10, internet_checksum(ip_header))
-    udp = bytearray(_UDP.pack(SERVER_PORT, reply.dst_port, udp_length, 0))
-    udp += payload
-    total_sum = ones_sum(udp, 0, -1, pseudo_header_sum(src_ip, reply.dst_ip, 17, udp_length))
-    struct.pack_into("!H", udp, 6, udp_wire_checksum(~total_sum & 0xFFFF))
-    return _ETH.pack(reply.dst_mac, src_mac, ETH_P_IP) + bytes(ip_header) + bytes(udp)
+    udp_length = _UDP_LENGTH + len(payload)
+    buf = Buffer(capacity=_ETH_LENGTH + _IP_LENGTH + udp_length)
+    push_ethernet(buf, EthernetHeader(reply.dst_mac, src_mac, ETHERTYPE_IPV4))
+    push_ipv4(
+        buf,
+        IPv4Header(
+            tos=_TOS,
+            total_length=_IP_LENGTH + udp_length,
+            identification=ident & 0xFFFF,
+            ttl=_TTL,
+            protocol=PROTO_UDP,
+            src=src_ip,
+            dst=reply.dst_ip,
+        ),
+    )
+    udp = UdpHeader(SERVER_PORT, reply.dst_port, udp_length)
+    udp.checksum = udp_checksum(src_ip, reply.dst_ip, udp, payload)
+    push_udp(buf, udp)
+    buf.push_bytes(payload)
+    return buf.data
 
 
 class DhcpPort:

@@ -5,8 +5,10 @@ interface exists and holds ``--server-address`` (its prefix is the subnet when n
 pools fit that subnet, the lease store opens (restoring every committed lease), and the DHCP sockets
 bind (:class:`~.io.DhcpPort`: port 67 free on that interface, privileges). Then an asyncio loop
 runs the :class:`~.io.GroupCommitLoop` whenever the packet socket is readable, calls
-``server.tick`` every second (expired offers and leases reclaimed, quarantines ended; committed like
-a batch), and serves ``/metrics`` when asked. SIGTERM/SIGINT commit and close the store; SIGKILL
+``server.tick`` when the core's next deadline (``server.next_deadline``: the earliest end of an
+offer, a lease or a quarantine) comes (expired offers and leases reclaimed, quarantines ended;
+committed like a batch) — one timer, re-armed after every batch and tick, none while nothing can run
+out — and serves ``/metrics`` when asked. SIGTERM/SIGINT commit and close the store; SIGKILL
 loses nothing that was ACKed, because no ACK leaves before its commit.
 """
 
@@ -33,6 +35,9 @@ from .io import BATCH_BUCKETS, DhcpPort, GroupCommitLoop
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL = 1.0
+# The core's deadlines are wall-clock times, the loop's timers monotonic: the timer never sleeps
+# longer than this, so a wall clock stepped forward delays an expiry by at most this much.
+MAX_SLEEP = 60.0
 MESSAGE_TYPES = {
     1: "discover",
     2: "offer",
@@ -124,6 +129,8 @@ class Service:
         self.port: DhcpPort | None = None
         self.loop: GroupCommitLoop | None = None
         self._exhausted_logged = False
+        self._asyncio_loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -211,14 +218,43 @@ class Service:
         except Exception:  # a bug in the core must not stop the service; it is logged with its trace
             log.exception("dhcp: batch failed")
         self._log_events(self.server.drain_events())
+        self._schedule()
 
     def _tick(self) -> None:
+        self._timer = None
         now = time.time()
         self._log_events(self.server.tick(now))
         try:
             self.store.commit()
         except OSError as exc:
             self._commit_error(exc)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Arm the timer for the core's next deadline, unless one is armed as early already."""
+        loop = self._asyncio_loop
+        if loop is None:
+            return
+        now = time.time()
+        deadline = self.server.next_deadline(now)
+        timer = self._timer
+        if deadline is None:  # nothing can run out until a packet comes (which schedules again)
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        when = loop.time() + min(deadline - now, MAX_SLEEP)
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = loop.call_at(when, self._tick)
+
+    def _unschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._asyncio_loop = None
 
     def _log_events(self, happened: Iterable[events.Event]) -> None:
         for event in happened:
@@ -266,6 +302,8 @@ class Service:
         assert self.port is not None
         loop = asyncio.get_running_loop()
         loop.add_reader(self.port.fileno(), self._readable)
+        self._asyncio_loop = loop
+        self._schedule()
         server = None
         tasks: list[asyncio.Task[Any]] = []
         if self.config.metrics:
@@ -293,7 +331,6 @@ class Service:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK_INTERVAL)
-                self._tick()
                 for task in tasks:
                     if task.done():
                         if server is not None and not server.started:
@@ -305,6 +342,7 @@ class Service:
             return 0
         finally:
             loop.remove_reader(self.port.fileno())
+            self._unschedule()
             if server is not None:
                 server.should_exit = True
             for task in tasks:
