@@ -29,7 +29,7 @@ def require(condition: bool, reason: str) -> None:
 
 def require_tools(*tools: str) -> None:
     """Require root and network namespaces (``benchmarks.netlab.can_run``) and each program on PATH."""
-    from benchmarks.netlab import can_run  # noqa: PLC0415 - only the net tier needs it
+    from webspaces.lab.netns import can_run  # noqa: PLC0415 - only the net tier needs it
 
     reason = can_run()
     require(reason is None, reason or "")

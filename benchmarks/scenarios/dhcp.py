@@ -64,8 +64,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webspaces.lab.netns import LabError, NetLab, can_run, stop_process, wait_for
+
 from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableError, register
-from ..netlab import LabError, NetLab, can_run, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAY_ADDRESS = "172.24.254.2"  # perfdhcp's interface address: its giaddr

@@ -72,9 +72,9 @@ from typing import Any
 from simplestreams.directory import DirectoryBackend
 from simplestreams.hashcache import HashCache
 from simplestreams.synthetic import write_release
+from webspaces.lab.netns import stop_process, wait_for
 
 from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableError, register
-from ..netlab import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

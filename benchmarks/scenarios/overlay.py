@@ -59,8 +59,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from webspaces.lab.netns import LabError, NetLab, can_run, stop_process, wait_for
+
 from ..harness import Options, Report, Result, Scenario, ScenarioUnavailableError, register
-from ..netlab import LabError, NetLab, can_run, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = ("192.0.2.1", "192.0.2.2")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.netlab import NetLab, stop_process, wait_for
+from webspaces.lab.netns import NetLab, stop_process, wait_for
 
 SERVER = "192.0.2.1"
 PREFIX = 24

@@ -3,7 +3,7 @@ real process in each namespace).
 
 The underlay is a Linux bridge in a hub namespace with one veth per node (``u0`` on the node side,
 192.0.2.0/24); each agent owns a TAP ``ov0`` carrying an address from 198.51.100.0/24. Everything
-lives in a :class:`benchmarks.netlab.NetLab`, so :meth:`OverlayLab.close` stops the processes
+lives in a :class:`webspaces.lab.netns.NetLab`, so :meth:`OverlayLab.close` stops the processes
 started here (by pid) and deletes the namespaces even when a test fails; every wait is bounded.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.netlab import NetLab, stop_process, wait_for
+from webspaces.lab.netns import NetLab, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFER = ROOT / "tests" / "net" / "io_transfer.py"
@@ -113,8 +113,7 @@ class OverlayLab:
         ``u0`` with :func:`underlay` ``(i)``/24."""
         if self.hub is None:
             self.hub = self.net.namespace("hb")
-            self.net.run(self.hub, ["ip", "link", "add", "br0", "type", "bridge"])
-            self.net.run(self.hub, ["ip", "link", "set", "br0", "up"])
+            self.net.bridge(self.hub, "br0")
         added = []
         for _ in range(count):
             i = len(self.nodes)
@@ -129,7 +128,7 @@ class OverlayLab:
         assert self.hub is not None
         port = f"p{len(self.net.namespaces)}"
         self.net.veth(ns, UNDERLAY_DEV, self.hub, port)
-        self.net.run(self.hub, ["ip", "link", "set", port, "master", "br0"])
+        self.net.enslave(self.hub, port, "br0")
         self.net.address(ns, UNDERLAY_DEV, f"{address}/24")
 
     def pair(self) -> list[str]:
@@ -221,14 +220,7 @@ class OverlayLab:
         self, ns: str, argv: Sequence[str], env: dict[str, str], timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
         """Run an agent command line that is expected to exit by itself; bounded."""
-        return subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
+        return self.net.try_run(ns, argv, timeout, env=env)
 
     # -- traffic -----------------------------------------------------------------------------
 

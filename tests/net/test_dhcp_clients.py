@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks.netlab import wait_for
 from dataplane.wire import DhcpMessageType, MalformedPacket, decode_frame
 from tests.conftest import require_tools
 from tests.net.dhcp_lab import (
@@ -33,6 +32,7 @@ from tests.net.dhcp_lab import (
     DhcpLab,
     pcap_frames,
 )
+from webspaces.lab.netns import wait_for
 
 pytestmark = pytest.mark.net
 

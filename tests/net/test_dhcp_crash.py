@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.netlab import wait_for
 from dataplane.dhcp.events import LeaseState
 from dataplane.dhcp.service import read_leases
 from dataplane.wire import DhcpMessageType, MalformedPacket, decode_frame
 from tests.conftest import require_tools
 from tests.net.dhcp_lab import CLIENT_DEV, SERVER, DhcpLab, ServerProcess, pcap_frames
+from webspaces.lab.netns import wait_for
 
 pytestmark = pytest.mark.net
 

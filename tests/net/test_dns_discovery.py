@@ -1,6 +1,6 @@
 """DNS peer discovery against a real DNS server: dnsmasq in a namespace of our own serving the A
 records of a headless Service from an ``--addn-hosts`` file, and :class:`DnsSource` running in the
-same namespace (a child process started with ``ip netns exec``), printing each list it publishes.
+same namespace (a child process the lab starts in it), printing each list it publishes.
 
 Records are added and removed by rewriting the hosts file and sending SIGHUP to the dnsmasq we
 started (dnsmasq re-reads ``--addn-hosts`` on SIGHUP); the published lists must follow within a
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require_tools
+from webspaces.lab.netns import NetLab
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = "192.0.2.53"
@@ -53,14 +54,10 @@ except TimeoutError:
 """
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=check)
-
-
 class Lines:
     """The JSON lines a child prints, read on a thread so that waits can be bounded."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.queue: queue.Queue[list[str]] = queue.Queue()
         self.seen: list[list[str]] = []
         assert process.stdout is not None
@@ -101,101 +98,83 @@ class Lines:
 
 @pytest.mark.net
 def test_dns_source_follows_dnsmasq_records() -> None:
-    require(os.geteuid() == 0, "needs root for network namespaces")
-    require(shutil.which("dnsmasq") is not None, "needs dnsmasq (Debian dnsmasq-base)")
-    require(shutil.which("ip") is not None, "needs iproute2")
+    require_tools("dnsmasq")
 
-    ns = f"wsdd{os.getpid() % 100000}"  # <= 15 characters
     tmp = Path(tempfile.mkdtemp(prefix="wsdd-"))
     hosts = tmp / "hosts"
-    processes: list[subprocess.Popen[str]] = []
     lines: Lines | None = None
-    created = False
 
-    def start_dnsmasq() -> subprocess.Popen[str]:
-        log = (tmp / "dnsmasq.log").open("a")
-        process = subprocess.Popen(
-            # `ip netns exec` execs dnsmasq, so this pid is dnsmasq's own.
-            ["ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-             "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", "--local=/lab.example/",
-             "--local-ttl=1", "--auth-ttl=1", f"--port={PORT}", f"--listen-address={SERVER}",
-             "--bind-interfaces", f"--pid-file={tmp}/dnsmasq.pid", "--log-facility=-"],
-            stdout=log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        log.close()
-        processes.append(process)
-        return process
+    def start_dnsmasq() -> subprocess.Popen[bytes]:
+        # Exec'd in place inside the namespace, so this pid is dnsmasq's own.
+        argv = [
+            "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--addn-hosts={hosts}", "--local=/lab.example/", "--local-ttl=1", "--auth-ttl=1",
+            f"--port={PORT}", f"--listen-address={SERVER}", "--bind-interfaces",
+            f"--pid-file={tmp}/dnsmasq.pid", "--log-facility=-",
+        ]  # fmt: skip
+        return lab.spawn(ns, argv, log=tmp / f"dnsmasq.{len(lab.processes)}.log")
+
+    def dnsmasq_log() -> str:
+        return "".join(p.read_text() for p in sorted(tmp.glob("dnsmasq.*.log")))
 
     def write_hosts(*addresses: str) -> None:
         hosts.write_text("".join(f"{a} {NAME}\n" for a in addresses))
 
-    def hup(process: subprocess.Popen[str]) -> None:
+    def hup(process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGHUP)  # our own dnsmasq: re-read --addn-hosts
 
     try:
-        sh("ip", "netns", "add", ns)
-        created = True
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "addr", "add", f"{SERVER}/32", "dev", "lo")
+        with NetLab("dd") as lab:
+            ns = lab.namespace("n")
+            lab.address(ns, "lo", f"{SERVER}/32")
 
-        write_hosts("192.0.2.10", "192.0.2.11", "192.0.2.12")
-        dnsmasq = start_dnsmasq()
-        deadline = time.monotonic() + 10
-        while "read " + str(hosts) not in (tmp / "dnsmasq.log").read_text():
-            assert dnsmasq.poll() is None, (tmp / "dnsmasq.log").read_text()
-            assert time.monotonic() < deadline, "dnsmasq did not start"
-            time.sleep(0.05)
+            write_hosts("192.0.2.10", "192.0.2.11", "192.0.2.12")
+            dnsmasq = start_dnsmasq()
+            deadline = time.monotonic() + 10
+            while "read " + str(hosts) not in dnsmasq_log():
+                assert dnsmasq.poll() is None, dnsmasq_log()
+                assert time.monotonic() < deadline, "dnsmasq did not start"
+                time.sleep(0.05)
 
-        with (tmp / "child.log").open("w") as child_log:
-            child = subprocess.Popen(
-                # Bounded: the child stops by itself after 90 s.
-                ["ip", "netns", "exec", ns, sys.executable, "-c", CHILD, NAME, SERVER, str(PORT), "90"],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=subprocess.PIPE, stderr=child_log, text=True,
-            )  # fmt: skip
-        processes.append(child)
-        lines = Lines(child)
+            # Bounded: the child stops by itself after 90 s.
+            child = lab.spawn(
+                ns,
+                [sys.executable, "-c", CHILD, NAME, SERVER, str(PORT), "90"],
+                log=tmp / "child.log",
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                cwd=ROOT,
+                pipe=True,
+            )
+            lines = Lines(child)
 
-        first = lines.expect(bool, 10, "at start")
-        assert first == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-        lines.quiet(1.5)  # re-resolved at the 1 s TTL, unchanged: nothing published
+            first = lines.expect(bool, 10, "at start")
+            assert first == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+            lines.quiet(1.5)  # re-resolved at the 1 s TTL, unchanged: nothing published
 
-        write_hosts("192.0.2.11", "192.0.2.12", "192.0.2.13")  # one added, one removed
-        hup(dnsmasq)
-        lines.expect(lambda p: p == ["192.0.2.11", "192.0.2.12", "192.0.2.13"], 5, "after a change")
+            write_hosts("192.0.2.11", "192.0.2.12", "192.0.2.13")  # one added, one removed
+            hup(dnsmasq)
+            lines.expect(lambda p: p == ["192.0.2.11", "192.0.2.12", "192.0.2.13"], 5, "after a change")
 
-        write_hosts()  # the Service lost every endpoint: NXDOMAIN, a complete empty list
-        hup(dnsmasq)
-        lines.expect(lambda p: p == [], 5, "after removing every record")
+            write_hosts()  # the Service lost every endpoint: NXDOMAIN, a complete empty list
+            hup(dnsmasq)
+            lines.expect(lambda p: p == [], 5, "after removing every record")
 
-        write_hosts("192.0.2.14", "192.0.2.15")
-        hup(dnsmasq)
-        lines.expect(lambda p: p == ["192.0.2.14", "192.0.2.15"], 5, "after adding records back")
+            write_hosts("192.0.2.14", "192.0.2.15")
+            hup(dnsmasq)
+            lines.expect(lambda p: p == ["192.0.2.14", "192.0.2.15"], 5, "after adding records back")
 
-        # The server goes away: the last list stays (nothing published), the failure is logged once
-        # per streak, then the server comes back.
-        dnsmasq.terminate()
-        dnsmasq.wait(timeout=10)
-        lines.quiet(3.0)
-        assert (tmp / "child.log").read_text().count("keeping the last list") == 1
-        write_hosts("192.0.2.16")
-        start_dnsmasq()
-        lines.expect(lambda p: p == ["192.0.2.16"], 10, "after the server came back")
-        assert child.poll() is None, (tmp / "child.log").read_text()
+            # The server goes away: the last list stays (nothing published), the failure is logged
+            # once per streak, then the server comes back.
+            dnsmasq.terminate()
+            dnsmasq.wait(timeout=10)
+            lines.quiet(3.0)
+            assert (tmp / "child.log").read_text().count("keeping the last list") == 1
+            write_hosts("192.0.2.16")
+            start_dnsmasq()
+            lines.expect(lambda p: p == ["192.0.2.16"], 10, "after the server came back")
+            assert child.poll() is None, (tmp / "child.log").read_text()
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        # The lab stopped the processes (by pid) and removed the namespace on leaving the block.
         if lines is not None:
             lines.close()
-        if created:
-            sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.netlab import wait_for
 from tests.conftest import require, require_tools
 from tests.net.overlay_lab import (
     DNS_ADDRESS,
@@ -32,6 +31,7 @@ from tests.net.overlay_lab import (
     underlay,
     wait_health,
 )
+from webspaces.lab.netns import wait_for
 
 pytestmark = pytest.mark.net
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import harness
-from benchmarks.netlab import LabError
 from benchmarks.scenarios import dhcp, overlay
 from dataplane.wire import _select
 from tests.conftest import require
+from webspaces.lab.netns import LabError
 
 IMPLS = {"cython-batch", "python-batch", "cython-per-frame", "python-per-frame", "dpkt", "scapy"}
 RATIOS = {
