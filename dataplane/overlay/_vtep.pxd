@@ -37,32 +37,13 @@ cdef struct PendingEvent:
 
 
 cdef class Vtep(FrameHandler):
-    # Decide one received VXLAN payload: `payload` points at the 8-byte VXLAN header, followed by
-    # the inner Ethernet frame (n - 8 bytes), sent by underlay address `src`. Checks flags, VNI and
-    # (when peers_only) that src is a current peer; learns the inner source MAC -> src; counts.
-    # Returns 0 to deliver the inner frame to the TAP, else a drop-reason code > 0 (already counted).
-    cdef int c_receive(self, const uint8_t* payload, Py_ssize_t n, uint32_t src, double now) except -1
-
-    # Decide one inner frame read from the TAP (no vnet header; at most mtu + 14 bytes is legal).
-    # Writes the destination VTEP addresses into out[0 .. max_out-1] and returns how many (1 for a
-    # known unicast MAC, every peer for broadcast/multicast/unknown unicast), or 0 when the frame
-    # is dropped (counted; a DF IPv4 frame over the MTU is counted as TOO_BIG and the caller may ask
-    # c_frag_needed for the ICMP reply).
-    cdef int c_send(self, const uint8_t* frame, Py_ssize_t n, double now, uint32_t* out, int max_out) except -1
-
-    # Write the 8-byte VXLAN header (I flag, this VTEP's VNI) at dst.
-    cdef void c_header(self, uint8_t* dst) noexcept nogil
-
-    # The ICMP fragmentation-needed frame (Ethernet/IPv4/ICMP 3/4, next-hop MTU = mtu) answering an
-    # oversized DF IPv4 frame, addressed back to its sender; None if none is due (not IPv4, no DF,
-    # rate limited, or an ICMP error itself).
-    cdef object c_frag_needed(self, const uint8_t* frame, Py_ssize_t n, double now)
-
-    # Number of peers (for sizing the out array of c_send).
-    cdef int c_peer_count(self) noexcept
-
-    # The outer UDP source port for an inner frame: dataplane.wire.vxlan.source_port_for in C.
-    cdef int c_source_port(self, const uint8_t* frame, Py_ssize_t n) noexcept nogil
+    # Overrides every c_* method of FrameHandler (dataplane/pump/_handler.pxd), as a VTEP:
+    # c_receive checks the VXLAN I flag, the VNI and (when peers_only) that src is a current peer,
+    # and learns the inner source MAC -> src; c_send gives one destination for a known unicast MAC,
+    # every peer for broadcast/multicast/unknown unicast, and counts a DF IPv4 frame over the MTU
+    # as TOO_BIG, which c_frag_needed answers with ICMP fragmentation needed (next-hop MTU = mtu);
+    # c_header writes the VXLAN header (I flag, this VNI); c_peer_count is the number of peers;
+    # c_source_port is dataplane.wire.vxlan.source_port_for in C.
 
     # The drop reason of the last c_receive/c_send (0: delivered or sent); readonly from Python.
     cdef readonly int last_drop

@@ -39,9 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from . import _select
 from .errors import BufferWriteError, MalformedPacket
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from . import arp, dhcp, ethernet, icmp, ipv4, tcp, udp, vxlan
     from .buffer import Buffer

@@ -20,9 +20,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import _select
 from .errors import BufferWriteError, MalformedPacket
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from . import checksum
     from .buffer import Buffer

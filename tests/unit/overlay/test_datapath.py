@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import threading
 import time
 
 import pytest
 
-from dataplane.overlay.datapath import DatapathThread
+from dataplane.overlay.datapath import DatapathThread, Waker
 
 
 class FakePump:
@@ -101,3 +102,59 @@ def test_an_unusable_cpu_is_logged_and_the_thread_runs(caplog: pytest.LogCapture
     finally:
         datapath.stop()
     assert "cannot pin the data-path thread to CPU 4095" in caplog.text
+
+
+class WakeablePump(FakePump):
+    """Waits on the waker's eventfd for up to ``timeout``, as the real pump's epoll does."""
+
+    def __init__(self, waker: Waker) -> None:
+        super().__init__()
+        self.waker = waker
+        self.timeouts: list[float] = []
+
+    def run_once(self, timeout: float) -> int:
+        self.rounds += 1
+        self.timeouts.append(timeout)
+        ready, _, _ = select.select([self.waker.fd], [], [], timeout)
+        if ready:
+            os.eventfd_read(self.waker.fd)
+        return 0
+
+
+def test_with_a_waker_a_call_wakes_the_thread_and_an_idle_one_sleeps() -> None:
+    waker = Waker()
+    pump = WakeablePump(waker)
+    datapath = DatapathThread(pump, waker=waker)
+    datapath.start()
+    try:
+        started = time.monotonic()
+        assert datapath.submit(lambda: 42).result(timeout=2) == 42
+        assert time.monotonic() - started < 1.0  # woken, not polled
+        assert max(pump.timeouts) >= 60  # no deadline: it would sleep until woken
+    finally:
+        datapath.stop()
+        waker.close()
+    assert not datapath.alive
+
+
+def test_the_deadline_bounds_the_wait_and_runs_when_due() -> None:
+    waker = Waker()
+    pump = WakeablePump(waker)
+    due = [time.monotonic() + 0.05]
+    fired: list[float] = []
+
+    def on_deadline(now: float) -> None:
+        fired.append(now)
+        due[0] = now + 3600.0
+
+    datapath = DatapathThread(pump, waker=waker, deadline=lambda now: due[0], on_deadline=on_deadline)
+    datapath.start()
+    try:
+        limit = time.monotonic() + 2
+        while not fired and time.monotonic() < limit:
+            time.sleep(0.01)
+        assert len(fired) == 1
+        assert pump.timeouts[0] <= 0.06  # waited for the deadline, not the idle bound
+    finally:
+        datapath.stop()
+        waker.close()

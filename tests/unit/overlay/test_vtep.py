@@ -624,3 +624,38 @@ def test_buffers_of_any_kind(impl: ModuleType) -> None:
     tx = lan[A].send(bytearray(frame), 0.0)
     assert tx.payload == lan[A].header + frame
     assert lan[B].receive(memoryview(tx.payload), A, 0.0) == frame
+
+
+# -- the table is read, and the deadline reported ---------------------------------------------------------
+
+
+def test_transitions_not_in_the_table_are_refused_and_counted(impl: ModuleType) -> None:
+    lan = Underlay(impl).mesh()
+    vtep = lan[A]
+    assert vtep.remove_static(H2.mac) is False  # ABSENT --remove_static--> is not listed
+    lan.send(B, arp_request_frame(H2, H1))
+    assert vtep.remove_static(H2.mac) is False  # nor LEARNED --remove_static-->
+    assert vtep.entry_state(H2.mac) is EntryState.LEARNED
+    assert vtep.counters()["fdb_transitions_refused"] == 2
+    vtep.add_static(H2.mac, B)
+    assert vtep.remove_static(H2.mac) is True
+    assert vtep.counters()["fdb_transitions_refused"] == 2
+
+
+def test_next_deadline_is_the_stalest_learned_entry_expiry(impl: ModuleType) -> None:
+    lan = Underlay(impl, (A, B, C)).mesh()
+    vtep = lan[A]
+    assert vtep.next_deadline(lan.now) is None  # nothing learned: no timer
+    lan.send(B, arp_request_frame(H2, H1))  # H2 seen at t = 0
+    lan.advance(10.0)
+    lan.send(C, arp_request_frame(H3, H1))  # H3 seen at t = 10
+    assert vtep.next_deadline(lan.now) == 300.0
+    lan.advance(5.0)
+    lan.send(B, arp_request_frame(H2, H1))  # H2 refreshed at t = 15: H3 is now the stalest
+    assert vtep.next_deadline(lan.now) == 310.0
+    assert vtep.expire(310.0) == [MacAged(H3.mac, C)]
+    assert vtep.next_deadline(310.0) == 315.0
+    vtep.add_static(H4.mac, B)  # static entries never age
+    assert vtep.expire(315.0) == [MacAged(H2.mac, B)]
+    assert vtep.next_deadline(315.0) is None
+    assert make(impl, ageing=0).next_deadline(0.0) is None  # ageing 0: never
