@@ -2,7 +2,7 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(PY) -m pytest
-SOURCES := dataplane controlplane lxd simplestreams webspaces benchmarks tests setup.py
+SOURCES := program dataplane controlplane lxd simplestreams webspaces benchmarks tests setup.py
 BENCH_OUT ?= benchmarks/results
 
 .PHONY: help setup build lint format test test-compiled test-pure bench image clean

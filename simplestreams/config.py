@@ -18,12 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-# The value checkers every program shares (a leaf module: yaml and ipaddress, nothing of the engine).
-from dataplane.config import check_bool, check_log_level
-
-from .errors import ConfigError
+from program.checks import check_bool, check_log_level
+from program.config import ConfigError, Key, Table, read_secret
 
 DEFAULT_STATE_DIR = "/var/lib/webspaces/images"
 ENV_PREFIX = "WEBSPACES_IMAGES_"
@@ -65,7 +61,7 @@ class ImagesConfig:
         if not base and "github" in self.backends:
             base = "/local"  # never shadowed by an /<owner>/<repo> route (spec §6)
         if len(specs) > 1 and not base:
-            raise ConfigError("backends: more than one directory backend needs distinct base paths")
+            raise ConfigError("backends", "more than one directory backend needs distinct base paths")
         return [DirectorySpec(Path(spec), base if i == 0 else f"{base}{i}") for i, spec in enumerate(specs)]
 
     def extra_aliases(self) -> dict[str, tuple[str, ...]]:
@@ -83,7 +79,7 @@ def split_address(text: str, key: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (all addresses)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
+        raise ConfigError(key, f"{text!r} is not HOST:PORT")
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
@@ -149,146 +145,148 @@ def _check_aliases(value: Any) -> tuple[str, ...]:
     return entries
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {
-    "backends": _check_backend,
-    "base_path": _check_base,
-    "listen": _check_addresses,
-    "plain_listen": _check_addresses,
-    "tls": check_bool,
-    "tls_cert": str,
-    "tls_key": str,
-    "tls_san": _as_list,
-    "state_dir": str,
-    "ttl": _as_seconds,
-    "scan_interval": _as_seconds,
-    "github_api": str,
-    "github_token_file": str,
-    "allow": _check_allow,
-    "prereleases": check_bool,
-    "support_eol": check_bool,
-    "incus_twin": check_bool,
-    "aliases": _check_aliases,
-    "log_level": check_log_level,
-}
-KEYS = tuple(f.name for f in fields(ImagesConfig) if f.name != "github_token")
-assert set(KEYS) == set(CHECKS)
-
-HELP = {
-    "backends": "where images come from: directory:PATH (a folder of releases, the default) and/or "
-    "github (releases of the repository named by the URL, OctoLXD's routes); repeatable",
-    "base_path": "URL prefix of the directory backend (default /, or /local beside github)",
-    "listen": "HOST:PORT serving HTTPS, and plain HTTP to non-TLS clients on the same port (LXD "
-    "probes image files over plain HTTP first); repeatable (default 0.0.0.0:8443)",
-    "plain_listen": "HOST:PORT serving plain HTTP only, e.g. :80 for base URLs without a port",
-    "tls": "serve TLS on --listen ports (false: plain HTTP only, for a TLS-terminating ingress)",
-    "tls_cert": "PEM certificate (chain); default: a self-signed one kept in the state directory",
-    "tls_key": "PEM private key for --tls-cert",
-    "tls_san": "extra DNS names or IPs for the self-signed certificate; repeatable",
-    "state_dir": f"where the generated certificate and the hash cache live (default {DEFAULT_STATE_DIR})",
-    "ttl": "seconds a GitHub index is served before it is refreshed (default 300)",
-    "scan_interval": "seconds between checks of a directory backend for new files (default 2)",
-    "github_api": "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)",
-    "github_token_file": "file holding a GitHub token (else WEBSPACES_IMAGES_GITHUB_TOKEN or GITHUB_TOKEN)",
-    "allow": "OWNER/REPO the github backend serves (default: any); repeatable",
-    "prereleases": "publish GitHub prereleases (default true)",
-    "support_eol": "publish support_eol from metadata expiry_date (default false: LXD would prune)",
-    "incus_twin": "add an incus.tar.xz item so Incus can use the same index",
-    "aliases": "extra aliases: NAME=ALIAS[,ALIAS...]; repeatable",
-    "log_level": "debug, info, warning or error (default info)",
-}
-METAVAR = {
-    "backends": "directory:PATH|github",
-    "base_path": "/PREFIX",
-    "listen": "HOST:PORT",
-    "plain_listen": "HOST:PORT",
-    "tls": "BOOL",
-    "tls_cert": "FILE",
-    "tls_key": "FILE",
-    "tls_san": "NAME",
-    "state_dir": "DIR",
-    "ttl": "SECONDS",
-    "scan_interval": "SECONDS",
-    "github_api": "URL",
-    "github_token_file": "FILE",
-    "allow": "OWNER/REPO",
-    "prereleases": "BOOL",
-    "support_eol": "BOOL",
-    "incus_twin": "BOOL",
-    "aliases": "NAME=ALIAS",
-    "log_level": "LEVEL",
-}
-REPEATABLE = {"backends", "listen", "plain_listen", "tls_san", "allow", "aliases"}
-FLAG = {"backends": "backend", "aliases": "alias"}
+TABLE = Table(
+    ENV_PREFIX,
+    (
+        Key(
+            "backends",
+            _check_backend,
+            "where images come from: directory:PATH (a folder of releases, the default) and/or "
+            "github (releases of the repository named by the URL, OctoLXD's routes); repeatable",
+            "directory:PATH|github",
+            flag="backend",
+            repeatable=True,
+        ),
+        Key(
+            "base_path",
+            _check_base,
+            "URL prefix of the directory backend (default /, or /local beside github)",
+            "/PREFIX",
+        ),
+        Key(
+            "listen",
+            _check_addresses,
+            "HOST:PORT serving HTTPS, and plain HTTP to non-TLS clients on the same port (LXD "
+            "probes image files over plain HTTP first); repeatable (default 0.0.0.0:8443)",
+            "HOST:PORT",
+            repeatable=True,
+        ),
+        # OctoLXD served plain HTTP only, on http.listen_address (spec §3.1).
+        Key(
+            "plain_listen",
+            _check_addresses,
+            "HOST:PORT serving plain HTTP only, e.g. :80 for base URLs without a port",
+            "HOST:PORT",
+            repeatable=True,
+            env=("OCTOLXD_HTTP_LISTEN_ADDRESS",),
+            yaml=("http.listen_address",),
+        ),
+        Key(
+            "tls",
+            check_bool,
+            "serve TLS on --listen ports (false: plain HTTP only, for a TLS-terminating ingress)",
+            "BOOL",
+        ),
+        Key(
+            "tls_cert",
+            str,
+            "PEM certificate (chain); default: a self-signed one kept in the state directory",
+            "FILE",
+        ),
+        Key("tls_key", str, "PEM private key for --tls-cert", "FILE"),
+        Key(
+            "tls_san",
+            _as_list,
+            "extra DNS names or IPs for the self-signed certificate; repeatable",
+            "NAME",
+            repeatable=True,
+        ),
+        Key(
+            "state_dir",
+            str,
+            f"where the generated certificate and the hash cache live (default {DEFAULT_STATE_DIR})",
+            "DIR",
+        ),
+        Key(
+            "ttl",
+            _as_seconds,
+            "seconds a GitHub index is served before it is refreshed (default 300)",
+            "SECONDS",
+        ),
+        Key(
+            "scan_interval",
+            _as_seconds,
+            "seconds between checks of a directory backend for new files (default 2)",
+            "SECONDS",
+        ),
+        Key("github_api", str, "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)", "URL"),
+        Key(
+            "github_token_file",
+            str,
+            "file holding a GitHub token (else WEBSPACES_IMAGES_GITHUB_TOKEN or GITHUB_TOKEN)",
+            "FILE",
+        ),
+        Key(
+            "allow",
+            _check_allow,
+            "OWNER/REPO the github backend serves (default: any); repeatable",
+            "OWNER/REPO",
+            repeatable=True,
+        ),
+        Key("prereleases", check_bool, "publish GitHub prereleases (default true)", "BOOL"),
+        Key(
+            "support_eol",
+            check_bool,
+            "publish support_eol from metadata expiry_date (default false: LXD would prune)",
+            "BOOL",
+        ),
+        Key("incus_twin", check_bool, "add an incus.tar.xz item so Incus can use the same index", "BOOL"),
+        Key(
+            "aliases",
+            _check_aliases,
+            "extra aliases: NAME=ALIAS[,ALIAS...]; repeatable",
+            "NAME=ALIAS",
+            flag="alias",
+            repeatable=True,
+        ),
+        Key(
+            "log_level",
+            check_log_level,
+            "debug, info, warning or error (default info)",
+            "LEVEL",
+            env=("OCTOLXD_LOG_LEVEL",),
+        ),
+    ),
+    config_help="YAML file of the keys below",
+    sections={"http": "OctoLXD's http section takes only listen_address"},
+)
+KEYS = TABLE.names
+CHECKS: dict[str, Callable[[Any], Any]] = {key.attr: key.check for key in TABLE.keys}
+assert set(KEYS) == {f.name for f in fields(ImagesConfig) if f.name != "github_token"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML file of the keys below")
-    for key in KEYS:
-        flag = "--" + FLAG.get(key, key).replace("_", "-")
-        if key in REPEATABLE:
-            parser.add_argument(flag, dest=key, action="append", metavar=METAVAR[key], help=HELP[key])
-        else:
-            parser.add_argument(flag, dest=key, metavar=METAVAR[key], help=HELP[key])
+    TABLE.add_arguments(parser)
 
 
-def _octolxd(document: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Map OctoLXD's file keys and OCTOLXD_* variables onto ours (spec §3.1)."""
-    http = document.pop("http", None)
-    if http is not None:
-        if not isinstance(http, dict) or set(http) - {"listen_address"}:
-            raise ConfigError("http: OctoLXD's http section takes only listen_address")
-        if "listen_address" in http:
-            document.setdefault("plain_listen", [http["listen_address"]])
-    if "OCTOLXD_HTTP_LISTEN_ADDRESS" in environ:
-        document["plain_listen"] = [environ["OCTOLXD_HTTP_LISTEN_ADDRESS"]]
-    if "OCTOLXD_LOG_LEVEL" in environ:
-        document["log_level"] = environ["OCTOLXD_LOG_LEVEL"]
-    return document
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    return TABLE.flags_from(args)
 
 
 def load(
     flags: Mapping[str, Any], config_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> ImagesConfig:
     env = os.environ if environ is None else environ
-    merged: dict[str, tuple[Any, str]] = {}
-    if config_file is not None:
-        try:
-            document = yaml.safe_load(config_file.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"config: cannot read {config_file}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {config_file} is not valid YAML: {exc}") from None
-        if not isinstance(document, dict):
-            raise ConfigError(f"config: {config_file} must hold a mapping of keys to values")
-        document = _octolxd(dict(document), env)
-        unknown = sorted(set(document) - set(KEYS))
-        if unknown:
-            raise ConfigError(f"config: unknown key(s) {', '.join(unknown)} in {config_file}")
-        merged.update({key: (value, str(config_file)) for key, value in document.items()})
-    elif any(name.startswith("OCTOLXD_") for name in env):
-        merged.update({key: (value, "OCTOLXD_*") for key, value in _octolxd({}, env).items()})
-    for key in KEYS:
-        name = ENV_PREFIX + key.upper()
-        if name in env:
-            merged[key] = (env[name], name)
-    for key in KEYS:
-        value = flags.get(key)
-        if value is not None:
-            merged[key] = (value, "--" + FLAG.get(key, key).replace("_", "-"))
-    values: dict[str, Any] = {}
-    for key, (value, origin) in merged.items():
-        try:
-            values[key] = CHECKS[key](value)
-        except (ValueError, TypeError, ConfigError) as exc:
-            raise ConfigError(f"{key} (from {origin}): {exc}") from None
-    config = ImagesConfig(**values)
+    loaded = TABLE.load(flags, env, config_file)
+    config = ImagesConfig(**loaded.values)
+    # The token is read from the environment or a file, never a flag (spec §6): out of process listings.
     token = env.get(ENV_PREFIX + "GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
     if config.github_token_file:
-        try:
-            token = Path(config.github_token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"github_token_file: cannot read it: {exc.strerror}") from None
+        token = read_secret(
+            config.github_token_file, "github_token_file", loaded.origins.get("github_token_file", "")
+        )
     if bool(config.tls_cert) != bool(config.tls_key):
-        raise ConfigError("tls_cert and tls_key go together")
+        given = "tls_cert" if config.tls_cert else "tls_key"
+        raise ConfigError(given, "tls_cert and tls_key go together", loaded.origins.get(given, ""))
     config.directories()  # validates the base paths
-    return ImagesConfig(**{**values, "github_token": token or None})
+    return ImagesConfig(**{**loaded.values, "github_token": token or None})

@@ -12,12 +12,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from dataplane.config import ConfigError
 from dataplane.dhcp import config as dhcp_config
 from dataplane.overlay import config as overlay_config
 from dataplane.wire import implementation_report
+from program.config import ConfigError
+from program.runner import run_program
 
 from . import __version__
 
@@ -52,42 +52,12 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(handler=_info)
 
 
-def _run_program(
-    program: str,
-    load: Callable[[], Any],
-    config_errors: tuple[type[Exception], ...],
-    main: Callable[[Any], int],
-    run_errors: tuple[type[Exception], ...],
-    *,
-    quiet: Sequence[str] = (),
-) -> int:
-    """What every long-running subcommand does: configuration (exit 2 on a mistake), logging to
-    stderr at the configured level (``quiet`` loggers at warnings at least), then the program (exit
-    1 with its message when it cannot start or run)."""
-    try:
-        config = load()
-    except config_errors as exc:
-        print(f"webspaces {program}: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for name in quiet:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-    try:
-        return main(config)
-    except run_errors as exc:
-        print(f"webspaces {program}: {exc}", file=sys.stderr)
-        return 1
-
-
 def _overlay(args: argparse.Namespace) -> int:
     from dataplane.overlay import agent  # noqa: PLC0415 - pulls in uvicorn/pyroute2; only when run
 
-    flags = {key: getattr(args, key, None) for key in overlay_config.KEYS}
-    return _run_program(
-        "overlay",
-        lambda: overlay_config.load(flags, config_file=args.config),
+    return run_program(
+        "webspaces overlay",
+        lambda: overlay_config.load(overlay_config.flags_from(args), config_file=args.config),
         (ConfigError,),
         agent.main,
         (agent.AgentError,),
@@ -114,8 +84,8 @@ def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _dhcp(args: argparse.Namespace) -> int:
     from dataplane.dhcp import service  # noqa: PLC0415 - pulls in pyroute2/uvicorn; only when run
 
-    return _run_program(
-        "dhcp",
+    return run_program(
+        "webspaces dhcp",
         lambda: dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config),
         (ConfigError,),
         service.main,
@@ -188,13 +158,11 @@ def _register_dhcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _images_serve(args: argparse.Namespace) -> int:
     from simplestreams import config as images_config  # noqa: PLC0415
     from simplestreams import service  # noqa: PLC0415 - pulls in uvicorn/uvloop; only when run
-    from simplestreams.errors import ConfigError as ImagesConfigError  # noqa: PLC0415
 
-    flags = {key: getattr(args, key, None) for key in images_config.KEYS}
-    return _run_program(
-        "images serve",
-        lambda: images_config.load(flags, config_file=args.config),
-        (ImagesConfigError,),
+    return run_program(
+        "webspaces images serve",
+        lambda: images_config.load(images_config.flags_from(args), config_file=args.config),
+        (ConfigError,),
         service.main,
         (service.ServiceError,),
         quiet=("httpx",),  # logs every request at INFO, signed CDN URLs included

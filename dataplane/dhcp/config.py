@@ -29,13 +29,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dataplane.config import DNS_NAME as _DNS_NAME
-from dataplane.config import ConfigError, read_yaml
-from dataplane.config import check_int as _int
-from dataplane.config import check_interface as _check_interface
-from dataplane.config import check_ipv4 as _ipv4
-from dataplane.config import check_log_level as _check_log_level
-from dataplane.config import split_list as _list
+from program.checks import DNS_NAME as _DNS_NAME
+from program.checks import check_int as _int
+from program.checks import check_interface as _check_interface
+from program.checks import check_ipv4 as _ipv4
+from program.checks import check_log_level as _check_log_level
+from program.checks import check_port
+from program.checks import split_list as _list
+from program.config import ConfigError, Key, Table, read_yaml
 
 ENV_PREFIX = "WEBSPACES_DHCP_"
 DEFAULT_LEASE_TIME = 7200  # kuberouter's dnsmasq: 2 h (spec 3.2)
@@ -220,56 +221,71 @@ def _check_metrics(value: Any) -> str:
     if not sep:
         raise ValueError(f"expected ADDR:PORT, like 127.0.0.1:9267: {value!r}")
     host = _ipv4(host or "0.0.0.0")
-    port = _int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port out of range 1-65535: {port}")
-    return f"{host}:{port}"
+    return f"{host}:{check_port(port_text)}"
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {
-    "interface": _check_interface,
-    "server_address": _check_server_address,
-    "pools": _check_pool,
-    "exclude": _check_addresses,
-    "lease_time": _check_lease_time,
-    "router": _ipv4,
-    "dns": _check_addresses,
-    "domain": _check_domain,
-    "mtu": _check_mtu,
-    "reserve": _check_reserve,
-    "leases": _check_leases,
-    "metrics": _check_metrics,
-    "log_level": _check_log_level,
-}
-KEYS = tuple(f.name for f in fields(DhcpConfig) if f.name not in ("origins", "prefix"))
-assert set(KEYS) == set(CHECKS)
-# The flag and key each list is known by: one --pool per range reads better than --pools.
-NAMES = {key: key for key in KEYS} | {"pools": "pool"}
-_BY_NAME = (
-    {name.replace("_", "-"): key for key, name in NAMES.items()}
-    | {name: key for key, name in NAMES.items()}
-    | {key: key for key in KEYS}
+_LEVEL = "debug, info, warning or error (default info)"
+TABLE = Table(
+    ENV_PREFIX,
+    (
+        Key("interface", _check_interface, "the Linux interface to serve (required)", "NAME"),
+        Key(
+            "server_address",
+            _check_server_address,
+            "our address on the interface: server identifier and reply source (required; "
+            "without /PREFIX the subnet is taken from the interface)",
+            "ADDR[/PREFIX]",
+        ),
+        # One --pool per range reads better than --pools: the flag, variable and key are "pool".
+        Key(
+            "pools",
+            _check_pool,
+            "an address range to lease from, inclusive (repeatable; at least one)",
+            "START-END",
+            label="pool",
+            repeatable=True,
+        ),
+        Key(
+            "exclude",
+            _check_addresses,
+            "an address of a pool never to lease (repeatable)",
+            "ADDR",
+            repeatable=True,
+        ),
+        Key(
+            "lease_time",
+            _check_lease_time,
+            f"lease length (default {DEFAULT_LEASE_TIME}, or 'infinite'); T1/T2 are 1/2 and 7/8 of it",
+            "SECONDS",
+        ),
+        Key("router", _ipv4, "default gateway, option 3 (default: none)", "ADDR"),
+        Key("dns", _check_addresses, "DNS server, option 6 (repeatable)", "ADDR", repeatable=True),
+        Key("domain", _check_domain, "domain name, option 15", "NAME"),
+        Key("mtu", _check_mtu, f"interface MTU, option 26 (default {DEFAULT_MTU}; 0: not sent)", "N"),
+        Key(
+            "reserve",
+            _check_reserve,
+            "a static lease for the client with this hardware address (repeatable)",
+            "MAC=ADDR[,HOSTNAME]",
+            repeatable=True,
+        ),
+        Key("leases", _check_leases, f"lease store (default {DEFAULT_LEASES})", "PATH"),
+        Key("metrics", _check_metrics, "serve Prometheus /metrics here (default: off)", "ADDR:PORT"),
+        Key("log_level", _check_log_level, _LEVEL, "LEVEL"),
+    ),
 )
+KEYS = TABLE.names
+CHECKS: dict[str, Callable[[Any], Any]] = {key.attr: key.check for key in TABLE.keys}
+assert set(KEYS) == {f.name for f in fields(DhcpConfig) if f.name not in ("origins", "prefix")}
+NAMES = {key.attr: key.display for key in TABLE.keys}
 
 
 def flag_of(key: str) -> str:
-    return "--" + NAMES.get(key, key).replace("_", "-")
+    return TABLE.flag_of(TABLE.key(key))
 
 
 def env_of(key: str) -> str:
-    return ENV_PREFIX + NAMES.get(key, key).upper()
-
-
-def _apply(values: dict[str, Any], origins: dict[str, str], key: str, raw: Any, origin: str) -> None:
-    try:
-        checked = CHECKS[key](raw)
-    except ValueError as exc:
-        raise ConfigError(NAMES[key], str(exc), origin) from None
-    if key == "server_address":
-        values["server_address"], values["prefix"] = checked
-    else:
-        values[key] = checked
-    origins[key] = origin
+    return TABLE.env_of(TABLE.key(key))
 
 
 def load(
@@ -277,25 +293,11 @@ def load(
 ) -> DhcpConfig:
     """Merge defaults, the YAML file, the environment and the flags (set ones only), then check."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if config_file is not None:
-        for raw_key, raw in read_yaml(config_file).items():
-            key = _BY_NAME.get(str(raw_key)) or _BY_NAME.get(str(raw_key).replace("_", "-"))
-            if key is None:
-                valid = ", ".join(NAMES[k].replace("_", "-") for k in KEYS)
-                raise ConfigError(str(raw_key), f"unknown key; valid keys: {valid}", str(config_file))
-            _apply(values, origins, key, raw, str(config_file))
-    for key in KEYS:
-        name = env_of(key)
-        if name in environ:
-            _apply(values, origins, key, environ[name], name)
-    for key in KEYS:
-        raw = flags.get(key)
-        if raw is None or raw in ([], ()):
-            continue
-        _apply(values, origins, key, raw, flag_of(key))
-    config = replace(DhcpConfig(), **values, origins=origins)
+    loaded = TABLE.load(flags, environ, config_file)
+    values = dict(loaded.values)
+    if "server_address" in values:
+        values["server_address"], values["prefix"] = values["server_address"]
+    config = replace(DhcpConfig(), **values, origins=loaded.origins)
     for key in ("interface", "server_address", "pools"):
         if getattr(config, key) in (None, ()):
             raise ConfigError(NAMES[key], f"required ({flag_of(key)} or {env_of(key)} or the config file)")
@@ -422,46 +424,7 @@ def with_prefix(config: DhcpConfig, prefix: int) -> DhcpConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``webspaces dhcp``; every default is None so that unset flags are known."""
-    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any of the keys below")
-    parser.add_argument("--interface", metavar="NAME", help="the Linux interface to serve (required)")
-    parser.add_argument(
-        "--server-address",
-        metavar="ADDR[/PREFIX]",
-        help="our address on the interface: server identifier and reply source (required; "
-        "without /PREFIX the subnet is taken from the interface)",
-    )
-    parser.add_argument(
-        "--pool",
-        dest="pools",
-        action="append",
-        metavar="START-END",
-        help="an address range to lease from, inclusive (repeatable; at least one)",
-    )
-    parser.add_argument(
-        "--exclude", action="append", metavar="ADDR", help="an address of a pool never to lease (repeatable)"
-    )
-    parser.add_argument(
-        "--lease-time",
-        metavar="SECONDS",
-        help=f"lease length (default {DEFAULT_LEASE_TIME}, or 'infinite'); T1/T2 are 1/2 and 7/8 of it",
-    )
-    parser.add_argument("--router", metavar="ADDR", help="default gateway, option 3 (default: none)")
-    parser.add_argument("--dns", action="append", metavar="ADDR", help="DNS server, option 6 (repeatable)")
-    parser.add_argument("--domain", metavar="NAME", help="domain name, option 15")
-    parser.add_argument(
-        "--mtu", metavar="N", help=f"interface MTU, option 26 (default {DEFAULT_MTU}; 0: not sent)"
-    )
-    parser.add_argument(
-        "--reserve",
-        action="append",
-        metavar="MAC=ADDR[,HOSTNAME]",
-        help="a static lease for the client with this hardware address (repeatable)",
-    )
-    parser.add_argument("--leases", metavar="PATH", help=f"lease store (default {DEFAULT_LEASES})")
-    parser.add_argument(
-        "--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics here (default: off)"
-    )
-    parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    TABLE.add_arguments(parser)
 
 
 def load_leases_path(config_file: Path | None, environ: Mapping[str, str] | None = None) -> str:
@@ -481,7 +444,7 @@ def load_leases_path(config_file: Path | None, environ: Mapping[str, str] | None
 
 
 def flags_from(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, key, None) for key in KEYS}
+    return TABLE.flags_from(args)
 
 
 __all__ = [

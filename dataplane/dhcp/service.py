@@ -19,13 +19,13 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dataplane.io.errors import IoError
-from dataplane.lifecycle import run_until_signalled
+from program.runner import run_until_signalled
 
 from . import DhcpServer, ServerConfig, events, open_store
 from . import Reservation as CoreReservation
@@ -305,49 +305,29 @@ class Service:
         self._asyncio_loop = loop
         self._schedule()
         server = None
-        tasks: list[asyncio.Task[Any]] = []
-        if self.config.metrics:
-            import uvicorn  # noqa: PLC0415 - only when /metrics is asked for
-
-            host, _, port = self.config.metrics.rpartition(":")
-
-            class _QuietServer(uvicorn.Server):
-                @contextlib.contextmanager
-                def capture_signals(self) -> Iterator[None]:
-                    yield
-
-            server = _QuietServer(
-                uvicorn.Config(
-                    create_app(self.snapshot),
-                    host=host,
-                    port=int(port),
-                    log_level="warning",
-                    lifespan="off",
-                    access_log=False,
-                )
-            )
-            tasks.append(asyncio.create_task(server.serve(), name="metrics"))
         try:
+            if self.config.metrics:
+                # uvicorn only when /metrics is asked for
+                from program.http import EmbeddedServer, HttpListenError  # noqa: PLC0415
+
+                try:
+                    server = EmbeddedServer(create_app(self.snapshot), self.config.metrics, "metrics")
+                except HttpListenError as exc:
+                    log.error("%s", exc)
+                    return 1
+                server.start()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK_INTERVAL)
-                for task in tasks:
-                    if task.done():
-                        if server is not None and not server.started:
-                            log.error("metrics: cannot listen on %s", self.config.metrics)
-                            return 1
-                        if task.exception() is not None:
-                            log.error("metrics failed: %s", task.exception())
-                            return 1
+                if server is not None and server.failure() is not None:
+                    log.error("%s", server.failure())
+                    return 1
             return 0
         finally:
             loop.remove_reader(self.port.fileno())
             self._unschedule()
             if server is not None:
-                server.should_exit = True
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, 5)
+                await server.stop()
 
 
 # -- reading a store --------------------------------------------------------------------------
@@ -448,8 +428,6 @@ def lease_row(lease: events.Lease) -> dict[str, Any]:
 
 # -- /metrics -----------------------------------------------------------------------------------
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
 
 def collect(snapshot: Snapshot) -> list[Any]:
     """Prometheus metric families from one snapshot (computed at scrape time, not per packet)."""
@@ -547,24 +525,15 @@ def _received_type(key: str) -> str | None:
 
 def create_app(snapshot: Callable[[], Snapshot]) -> Any:
     """A Starlette app answering ``GET /metrics`` (and ``/health``: 204 while the loop runs)."""
-    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
-    from prometheus_client.registry import Collector  # noqa: PLC0415
     from starlette.applications import Starlette  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
     from starlette.responses import Response  # noqa: PLC0415
     from starlette.routing import Route  # noqa: PLC0415
 
-    class _Collector(Collector):
-        def __init__(self, taken: Snapshot) -> None:
-            self._taken = taken
-
-        def collect(self) -> Iterator[Any]:
-            yield from collect(self._taken)
+    from program.http import metrics_response  # noqa: PLC0415
 
     async def metrics(request: Request) -> Response:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(snapshot()))
-        return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)
+        return metrics_response(collect(snapshot()))
 
     async def health(request: Request) -> Response:
         return Response(status_code=204)

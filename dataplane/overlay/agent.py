@@ -17,17 +17,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import uvicorn
 
 from dataplane.io.errors import AddressNotAvailable, IoError, PermissionDenied, PortInUse
 from dataplane.io.tap import Tap
 from dataplane.io.udp import SendPool, open_send_pool, open_udp, set_no_check
-from dataplane.lifecycle import run_until_signalled
 from dataplane.wire import _select
+from program.http import EmbeddedServer, HttpListenError
+from program.runner import run_until_signalled
 
 from . import discovery
 from .config import OverlayConfig
@@ -78,14 +76,6 @@ def link_is_up(name: str) -> bool:
             return False
         flags = int(ipr.get_links(found[0])[0]["flags"])
         return bool(flags & 1)  # IFF_UP
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the agent owns SIGTERM/SIGINT and stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -306,18 +296,19 @@ class Agent:
             interface=self._tap.name,
         )
         tasks = [asyncio.create_task(self._peerset.run(), name="discovery")]
-        server: _QuietServer | None = None
+        server: EmbeddedServer | None = None
+        cannot_listen: HttpListenError | None = None
         if config.health:
-            host, _, port = config.health.rpartition(":")
-            app = create_app(self.status, config.kubelan_view)
-            server = _QuietServer(
-                uvicorn.Config(
-                    app, host=host, port=int(port), log_level="warning", lifespan="off", access_log=False
-                )
-            )
-            tasks.append(asyncio.create_task(server.serve(), name="health"))
+            try:
+                server = EmbeddedServer(create_app(self.status, config.kubelan_view), config.health, "health")
+                tasks.append(server.start())
+            except HttpListenError as exc:
+                cannot_listen = exc
         stopper = asyncio.create_task(stop.wait())
         try:
+            if cannot_listen is not None:
+                log.error("%s", cannot_listen)
+                return 1
             while True:
                 done, _ = await asyncio.wait(
                     {stopper, *tasks}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
@@ -331,12 +322,12 @@ class Agent:
                     if task.exception() is not None:
                         log.error("%s failed: %s", task.get_name(), task.exception())
                         return 1
-                    if task.get_name() == "health" and server is not None and not server.started:
-                        log.error("health: cannot listen on %s", config.health)
+                    if server is not None and task is server.task and server.failure() is not None:
+                        log.error("%s", server.failure())
                         return 1
         finally:
             if server is not None:
-                server.should_exit = True
+                await server.stop()
             for task in (*tasks, stopper):
                 task.cancel()
             for task in (*tasks, stopper):

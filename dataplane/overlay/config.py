@@ -23,13 +23,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dataplane.config import DNS_NAME as _DNS_NAME
-from dataplane.config import ConfigError, check_bool, read_yaml
-from dataplane.config import check_int as _int
-from dataplane.config import check_interface as _check_interface
-from dataplane.config import check_ipv4 as _ipv4
-from dataplane.config import check_log_level as _check_log_level
-from dataplane.config import split_list as _list
+from program.checks import DNS_NAME as _DNS_NAME
+from program.checks import check_bool
+from program.checks import check_int as _int
+from program.checks import check_interface as _check_interface
+from program.checks import check_ipv4 as _ipv4
+from program.checks import check_log_level as _check_log_level
+from program.checks import check_port as _check_port
+from program.checks import split_list as _list
+from program.config import ConfigError, Key, Table
 
 ENV_PREFIX = "WEBSPACES_OVERLAY_"
 DEFAULT_INTERFACE = "overlay0"
@@ -128,10 +130,7 @@ def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     if host == "":
         host = "0.0.0.0"  # kubelan's ":8181" meant every address
     _ipv4(host)
-    port = _int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port out of range 1-65535: {port}")
-    return host, port
+    return host, _check_port(port_text)
 
 
 def _check_mtu(value: Any) -> int | None:
@@ -167,13 +166,6 @@ def _check_vni(value: Any) -> int:
     if not 1 <= vni <= 0xFFFFFF:
         raise ValueError(f"VNI out of range 1-16777215 (24 bits, RFC 7348): {vni}")
     return vni
-
-
-def _check_port(value: Any) -> int:
-    port = _int(value)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port out of range 1-65535: {port}")
-    return port
 
 
 def _check_udp_checksum(value: Any) -> str:
@@ -272,34 +264,6 @@ def _check_argv(value: Any) -> tuple[str, ...]:
     return tuple(str(part) for part in value)
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {
-    "interface": _check_interface,
-    "mtu": _check_mtu,
-    "mac": _check_mac,
-    "address": _check_cidr,
-    "bridge": _check_interface,
-    "vni": _check_vni,
-    "port": _check_port,
-    "udp_checksum": _check_udp_checksum,
-    "source_ports": _check_source_ports,
-    "busy_poll": _check_busy_poll,
-    "cpu": _check_cpu,
-    "local": _ipv4,
-    "peers": _check_peers,
-    "peers_dns": _check_dns_name,
-    "peers_dns_server": _check_dns_server,
-    "peers_kubernetes": _check_services,
-    "kubernetes_api": _check_url,
-    "health": _check_health,
-    "ageing": _check_ageing,
-    "peers_only": check_bool,
-    "hook_up": _check_argv,
-    "hook_change": _check_argv,
-    "log_level": _check_log_level,
-}
-KEYS = tuple(f.name for f in fields(OverlayConfig) if f.name != "origins")
-assert set(KEYS) == set(CHECKS)
-
 # kubelan's environment names (spec 2.3), accepted as aliases of ours.
 KUBELAN_ALIASES = {
     "KL_IP": "local",
@@ -315,15 +279,82 @@ KUBELAN_ALIASES = {
 }
 
 
-def _apply(values: dict[str, Any], origins: dict[str, str], key: str, raw: Any, origin: str) -> None:
-    try:
-        if key == "peers_kubernetes":
-            values[key] = _check_services(raw, values.get("_namespace"))
-        else:
-            values[key] = CHECKS[key](raw)
-    except ValueError as exc:
-        raise ConfigError(key, str(exc), origin) from None
-    origins[key] = origin
+def _key(name: str, check: Callable[[Any], Any], metavar: str = "", help: str = "", **more: Any) -> Key:
+    aliases = tuple(alias for alias, key in KUBELAN_ALIASES.items() if key == name)
+    return Key(name, check, metavar=metavar or None, help=help, env=aliases, **more)
+
+
+TABLE = Table(
+    ENV_PREFIX,
+    (
+        _key("interface", _check_interface, "NAME", f"TAP device name (default {DEFAULT_INTERFACE})"),
+        _key("mtu", _check_mtu, "N", "overlay MTU (default: underlay MTU - 50, else 1450)"),
+        _key("mac", _check_mac, "MAC", "MAC address of the TAP (default: kept / random)"),
+        _key("address", _check_cidr, "CIDR", "static address on the TAP, e.g. 172.24.254.1/16"),
+        _key("bridge", _check_interface, "NAME", "existing Linux bridge to enslave the TAP to"),
+        _key("vni", _check_vni, "N", f"VXLAN network identifier (default {DEFAULT_VNI})"),
+        _key("port", _check_port, "N", f"VXLAN UDP port (default {DEFAULT_PORT})"),
+        _key(
+            "udp_checksum",
+            _check_udp_checksum,
+            "zero|on",
+            "outer UDP checksum: on (UDP GSO, the default) or zero (RFC 7348's SHOULD; no GSO, slower)",
+        ),
+        _key(
+            "source_ports",
+            _check_source_ports,
+            "N",
+            f"send sockets on flow-hashed source ports in 49152-65535 (default {DEFAULT_SOURCE_PORTS}; "
+            "0: send from --port)",
+        ),
+        _key(
+            "busy_poll",
+            _check_busy_poll,
+            "MICROSECONDS",
+            f"after traffic, poll this long before sleeping (default {DEFAULT_BUSY_POLL}; 0: off); "
+            "cuts round-trip latency, costs at most this much CPU time per burst",
+        ),
+        _key(
+            "cpu", _check_cpu, "N", "pin the data-path thread to CPU N (default: not pinned; -1: not pinned)"
+        ),
+        _key("local", _ipv4, "ADDR", "this node's underlay IPv4 address (required)"),
+        # The flag is --peer, once per peer; messages have always named it --peers.
+        _key(
+            "peers",
+            _check_peers,
+            "ADDR",
+            "a peer VTEP address (repeatable)",
+            flag="peer",
+            repeatable=True,
+            flag_origin="--peers",
+        ),
+        _key("peers_dns", _check_dns_name, "NAME", "headless Service name whose A records are peers"),
+        _key("peers_dns_server", _check_dns_server, "ADDR[:PORT]", "DNS server for --peers-dns"),
+        _key(
+            "peers_kubernetes",
+            _check_services,
+            "NS/SERVICE",
+            "peers from the Service's EndpointSlices (repeatable; in-cluster credentials)",
+            repeatable=True,
+        ),
+        _key(
+            "kubernetes_api",
+            _check_url,
+            "URL",
+            "API server for --peers-kubernetes (default: in-cluster from KUBERNETES_SERVICE_HOST); "
+            "a service account token is sent when one is mounted",
+        ),
+        _key("health", _check_health, "ADDR:PORT", f"health/metrics listener (default {DEFAULT_HEALTH})"),
+        _key("ageing", _check_ageing, "SECONDS", "learned-MAC ageing time (default 300)"),
+        _key("peers_only", check_bool, "BOOL", "accept VXLAN only from current peers (default true)"),
+        _key("hook_up", _check_argv, flag=None),  # argv: environment and file only
+        _key("hook_change", _check_argv, flag=None),
+        _key("log_level", _check_log_level, "LEVEL", "debug, info, warning or error (default info)"),
+    ),
+)
+KEYS = TABLE.names
+CHECKS: dict[str, Callable[[Any], Any]] = {key.attr: key.check for key in TABLE.keys}
+assert set(KEYS) == {f.name for f in fields(OverlayConfig) if f.name != "origins"}
 
 
 def load(
@@ -331,98 +362,28 @@ def load(
 ) -> OverlayConfig:
     """Merge defaults, the YAML file, the environment and the flags (set ones only) into a config."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if config_file is not None:
-        for raw_key, raw in read_yaml(config_file).items():
-            key = str(raw_key).replace("-", "_")
-            if key not in CHECKS:
-                raise ConfigError(
-                    str(raw_key), f"unknown key; valid keys: {', '.join(KEYS)}", str(config_file)
-                )
-            _apply(values, origins, key, raw, f"{config_file}")
-    values["_namespace"] = environ.get("KL_NAMESPACE") or None
-    for name, key in KUBELAN_ALIASES.items():
-        if name in environ and f"{ENV_PREFIX}{key.upper()}" not in environ:
-            _apply(values, origins, key, environ[name], name)
-    for key in KEYS:
-        name = f"{ENV_PREFIX}{key.upper()}"
-        if name in environ:
-            _apply(values, origins, key, environ[name], name)
-    for key in KEYS:
-        raw = flags.get(key)
-        if raw is None or raw in ([], ()):
-            continue
-        flag = "--" + key.replace("_", "-")
-        _apply(values, origins, key, raw, flag)
-    values.pop("_namespace", None)
-    config = replace(OverlayConfig(), **values)
+    # kubelan's KL_NAMESPACE is the namespace of the KL_SERVICES (and --peers-kubernetes) without one.
+    namespace = environ.get("KL_NAMESPACE") or None
+    loaded = TABLE.load(
+        flags,
+        environ,
+        config_file,
+        late_checks={"peers_kubernetes": lambda value: _check_services(value, namespace)},
+    )
+    config = replace(OverlayConfig(), **loaded.values)
     if config.local is None:
         raise ConfigError(
             "local", f"required: this node's underlay address (--local ADDR or {ENV_PREFIX}LOCAL or KL_IP)"
         )
     if config.local in config.peers:
         config = replace(config, peers=tuple(p for p in config.peers if p != config.local))
-    return replace(config, origins=origins)
+    return replace(config, origins=loaded.origins)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``webspaces overlay``; every default is None so that unset flags are known."""
-    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML file with any of the keys below")
-    parser.add_argument("--interface", metavar="NAME", help=f"TAP device name (default {DEFAULT_INTERFACE})")
-    parser.add_argument("--mtu", metavar="N", help="overlay MTU (default: underlay MTU - 50, else 1450)")
-    parser.add_argument("--mac", metavar="MAC", help="MAC address of the TAP (default: kept / random)")
-    parser.add_argument("--address", metavar="CIDR", help="static address on the TAP, e.g. 172.24.254.1/16")
-    parser.add_argument("--bridge", metavar="NAME", help="existing Linux bridge to enslave the TAP to")
-    parser.add_argument("--vni", metavar="N", help=f"VXLAN network identifier (default {DEFAULT_VNI})")
-    parser.add_argument("--port", metavar="N", help=f"VXLAN UDP port (default {DEFAULT_PORT})")
-    parser.add_argument(
-        "--udp-checksum",
-        metavar="zero|on",
-        help="outer UDP checksum: on (UDP GSO, the default) or zero (RFC 7348's SHOULD; no GSO, slower)",
-    )
-    parser.add_argument(
-        "--source-ports",
-        metavar="N",
-        help=f"send sockets on flow-hashed source ports in 49152-65535 (default {DEFAULT_SOURCE_PORTS}; "
-        "0: send from --port)",
-    )
-    parser.add_argument(
-        "--busy-poll",
-        metavar="MICROSECONDS",
-        help=f"after traffic, poll this long before sleeping (default {DEFAULT_BUSY_POLL}; 0: off); "
-        "cuts round-trip latency, costs at most this much CPU time per burst",
-    )
-    parser.add_argument(
-        "--cpu",
-        metavar="N",
-        help="pin the data-path thread to CPU N (default: not pinned; -1: not pinned)",
-    )
-    parser.add_argument("--local", metavar="ADDR", help="this node's underlay IPv4 address (required)")
-    parser.add_argument(
-        "--peer", dest="peers", action="append", metavar="ADDR", help="a peer VTEP address (repeatable)"
-    )
-    parser.add_argument("--peers-dns", metavar="NAME", help="headless Service name whose A records are peers")
-    parser.add_argument("--peers-dns-server", metavar="ADDR[:PORT]", help="DNS server for --peers-dns")
-    parser.add_argument(
-        "--peers-kubernetes",
-        action="append",
-        metavar="NS/SERVICE",
-        help="peers from the Service's EndpointSlices (repeatable; in-cluster credentials)",
-    )
-    parser.add_argument(
-        "--kubernetes-api",
-        metavar="URL",
-        help="API server for --peers-kubernetes (default: in-cluster from KUBERNETES_SERVICE_HOST); "
-        "a service account token is sent when one is mounted",
-    )
-    parser.add_argument(
-        "--health", metavar="ADDR:PORT", help=f"health/metrics listener (default {DEFAULT_HEALTH})"
-    )
-    parser.add_argument("--ageing", metavar="SECONDS", help="learned-MAC ageing time (default 300)")
-    parser.add_argument(
-        "--peers-only",
-        metavar="BOOL",
-        help="accept VXLAN only from current peers (default true)",
-    )
-    parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    TABLE.add_arguments(parser)
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    return TABLE.flags_from(args)

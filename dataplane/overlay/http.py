@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -20,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+from program.http import metrics_response
+
 GAUGES = ("fdb_size", "fdb_static", "peers")  # VTEP counters that are levels, exported as gauges
 
 
@@ -146,9 +146,7 @@ def create_app(
 
     async def metrics(request: Request) -> Response:
         snapshot = await status()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(StatusCollector(lambda: snapshot))
-        return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)
+        return metrics_response(StatusCollector(lambda: snapshot).collect())
 
     routes = [
         Route("/health", health, methods=["GET"]),

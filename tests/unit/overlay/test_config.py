@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.config import ConfigError
 from dataplane.overlay.config import OverlayConfig, load
+from program.config import ConfigError
 
 
 def test_defaults_need_only_local() -> None:

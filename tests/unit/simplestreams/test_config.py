@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from program.config import ConfigError
 from simplestreams.config import ImagesConfig, load
-from simplestreams.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

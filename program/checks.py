@@ -1,50 +1,16 @@
-"""What every node program's configuration shares: the error type and the YAML file reader.
-
-Each program (``webspaces overlay``, ``webspaces dhcp``) merges flags over environment over a YAML
-file over defaults in its own module; a bad value is a :class:`ConfigError` naming the key and
-where the value came from, so a typo never silently falls back to a default.
-"""
+"""Value checkers for configuration key tables: each takes a raw value (a YAML scalar or list, or a
+string from a flag or the environment) and returns the checked value or raises ``ValueError``
+saying why; the loader adds the key and the origin (:class:`program.config.ConfigError`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; ``key`` names it, ``origin`` says where it came from."""
-
-    def __init__(self, key: str, message: str, origin: str = "") -> None:
-        where = f" (from {origin})" if origin else ""
-        super().__init__(f"{key}{where}: {message}")
-        self.key = key
-        self.origin = origin
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML config file; ConfigError (key ``config``) for anything else."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}", str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("config", f"not valid YAML: {exc}", str(path)) from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError("config", "the file must hold a mapping of keys to values", str(path))
-    return document
-
-
-# -- value checkers shared by the programs' key tables (each raises ValueError saying why) --------
-
 LOG_LEVELS = ("debug", "info", "warning", "error")
-IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ less the NUL; what iproute2 accepts
 DNS_NAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_-]{1,63}\.?$"
 )
@@ -66,6 +32,13 @@ def check_int(value: Any) -> int:
         return int(str(value).strip(), 0)
     except ValueError:
         raise ValueError(f"not an integer: {value!r}") from None
+
+
+def check_port(value: Any) -> int:
+    port = check_int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range 1-65535: {port}")
+    return port
 
 
 def split_list(value: Any, separator: str = ",") -> tuple[str, ...]:

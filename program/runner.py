@@ -1,0 +1,78 @@
+"""The program runner and lifecycle every long-running program shares.
+
+:func:`run_program` is what a subcommand does: load the configuration (a mistake exits 2 with its
+message), set up logging at the configured level, run the program (an error it raises on purpose
+exits 1 with its message). :func:`run_until_signalled` is the lifecycle of a program object:
+``open()`` (where operator errors surface, before anything serves), ``run()`` until SIGTERM or
+SIGINT, then ``close()`` whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .logs import setup_logging
+
+
+class Program(Protocol):
+    def open(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def run_until_signalled(program: Program) -> int:
+    """``open()``, then ``run()`` until SIGTERM or SIGINT, then ``close()`` whatever happened.
+
+    Returns ``run()``'s exit status; an exception from ``open()`` propagates after ``close()``.
+    """
+    try:
+        program.open()
+    except BaseException:
+        program.close()
+        raise
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await program.run(stop)
+
+    try:
+        return asyncio.run(serve())
+    finally:
+        program.close()
+
+
+def run_program(
+    name: str,
+    load: Callable[[], Any],
+    config_errors: tuple[type[Exception], ...],
+    main: Callable[[Any], int],
+    run_errors: tuple[type[Exception], ...],
+    *,
+    quiet: Sequence[str] = (),
+) -> int:
+    """Configuration (exit 2 on a mistake), logging to stderr at the configuration's ``log_level``
+    (``quiet`` loggers at warnings at least), then ``main(config)`` (exit 1 with its message when
+    it raises one of ``run_errors``). Messages start with ``name`` (``webspaces dhcp``)."""
+    try:
+        config = load()
+    except config_errors as exc:
+        print(f"{name}: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, quiet=quiet)
+    try:
+        return main(config)
+    except run_errors as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["Program", "run_program", "run_until_signalled"]

@@ -1,0 +1,69 @@
+"""The program runner: exit statuses and messages; the lifecycle closes whatever happened."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass, field
+
+import pytest
+
+from program.config import ConfigError
+from program.runner import run_program, run_until_signalled
+
+
+@dataclass
+class Config:
+    log_level: str = "warning"
+
+
+class FailedError(Exception):
+    pass
+
+
+def test_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    def bad() -> Config:
+        raise ConfigError("port", "not an integer", "--port")
+
+    def fails(config: Config) -> int:
+        raise FailedError("cannot start: no such interface")
+
+    assert run_program("prog", bad, (ConfigError,), lambda c: 0, (FailedError,)) == 2
+    assert capsys.readouterr().err == "prog: bad configuration: port (from --port): not an integer\n"
+    assert run_program("prog", Config, (ConfigError,), fails, (FailedError,)) == 1
+    assert capsys.readouterr().err == "prog: cannot start: no such interface\n"
+    assert run_program("prog", Config, (ConfigError,), lambda c: 7, (FailedError,), quiet=("chatty",)) == 7
+
+
+@dataclass
+class Program:
+    fail_open: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def open(self) -> None:
+        self.calls.append("open")
+        if self.fail_open:
+            raise FailedError("open")
+
+    async def run(self, stop: asyncio.Event) -> int:
+        self.calls.append("run")
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        await stop.wait()
+        return 3
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_run_until_signalled_runs_until_sigterm_and_closes() -> None:
+    program = Program()
+    assert run_until_signalled(program) == 3
+    assert program.calls == ["open", "run", "close"]
+
+
+def test_an_open_error_closes_and_propagates() -> None:
+    program = Program(fail_open=True)
+    with pytest.raises(FailedError):
+        run_until_signalled(program)
+    assert program.calls == ["open", "close"]
