@@ -17,9 +17,9 @@ help:
 setup:
 	bash scripts/setup-host.sh
 
-# Rebuild the Cython extensions in place (setup-host.sh does it once; this is for edits to .pyx/.py).
+# The Cython extensions, built in place by setup-host.sh: incrementally, so after an edit to a
+# .pyx/.pxd or a compiled .py only what changed is recompiled.
 build: setup
-	$(PY) setup.py -q build_ext --inplace
 
 lint: setup
 	$(PY) -m ruff format --check $(SOURCES)
