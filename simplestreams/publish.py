@@ -30,11 +30,13 @@ sees a published file change (spec §1.1), so publishing
 architecture is known, a squashfs is not truncated), so what it publishes is served, and copies them
 (the originals stay), hashing while it copies. Unified image tarballs are refused: the server serves
 split images only (spec §3.3 "Scope").
+
+This module publishes; the command line around it (arguments, progress on stderr, SIGTERM, exit
+statuses) is :mod:`.command`, the progress display :mod:`.progress`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import gzip
@@ -45,21 +47,16 @@ import os
 import platform
 import re
 import shutil
-import signal
 import stat
 import struct
-import sys
 import tarfile
 import tempfile
-import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -67,6 +64,7 @@ from . import model
 from .arch import kernel_arch
 from .errors import BadMetadataError, BadTagError, ConfigError, SimplestreamsError, TruncatedFileError
 from .meta import MAX_MEMBERS, MAX_TAR_BYTES, parse_meta
+from .progress import BarProgress, LineProgress, Progress, SilentProgress, progress_for
 from .resolve import ASSET_NAMES, META_LIMIT, SQUASHFS_HEAD
 from .versions import parse_semver, parse_tag
 
@@ -193,143 +191,6 @@ class BuiltImage:
     @property
     def files(self) -> tuple[Path, ...]:
         return (self.meta, self.rootfs, *self.sidecars)
-
-
-# Progress ---------------------------------------------------------------------------------------------
-
-
-class Progress(Protocol):
-    """Where a build or an add reports its stages; :func:`progress_for` picks one for a stream."""
-
-    @property
-    def detailed(self) -> bool:
-        """True when :meth:`update` is shown (worth running mksquashfs under a pseudo-terminal)."""
-        ...
-
-    def stage(self, title: str, total: int | None = None, unit: str = "") -> None:
-        """A new stage begins; ``total`` in ``unit`` ("B" for bytes) when known."""
-        ...
-
-    def update(self, done: int, total: int | None = None) -> None:
-        """``done`` of the stage's total so far (and the total, when it was learned late)."""
-        ...
-
-    def close(self) -> None:
-        """The work ended: finish the last line."""
-        ...
-
-
-class LineProgress:
-    """One plain line per stage, for logs and pipes."""
-
-    detailed = False
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-
-    def stage(self, title: str, total: int | None = None, unit: str = "") -> None:
-        self._stream.write(f"{title}\n")
-        self._stream.flush()
-
-    def update(self, done: int, total: int | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class BarProgress:
-    """A one-line bar per stage, redrawn in place on a terminal at most ten times a second."""
-
-    detailed = True
-    _INTERVAL = 0.1
-
-    def __init__(self, stream: IO[str], width: int | None = None) -> None:
-        self._stream = stream
-        self._width = width or shutil.get_terminal_size((80, 24)).columns
-        self._title = ""
-        self._total: int | None = None
-        self._unit = ""
-        self._done = 0
-        self._drawn_at = 0.0
-        self._open = False
-
-    def stage(self, title: str, total: int | None = None, unit: str = "") -> None:
-        self._finish_line()
-        self._title, self._total, self._unit, self._done = title, total, unit, 0
-        self._open = True
-        self._draw()
-
-    def update(self, done: int, total: int | None = None) -> None:
-        if total is not None:
-            self._total = total
-        self._done = done
-        now = time.monotonic()
-        if now - self._drawn_at >= self._INTERVAL or (self._total is not None and done >= self._total):
-            self._draw()
-
-    def close(self) -> None:
-        self._finish_line()
-
-    def _finish_line(self) -> None:
-        if self._open:
-            self._draw()
-            self._stream.write("\n")
-            self._stream.flush()
-            self._open = False
-
-    def _draw(self) -> None:
-        self._drawn_at = time.monotonic()
-        head = f"{self._title:<18}"
-        if self._total is None or self._total <= 0:
-            line = head
-        else:
-            fraction = min(1.0, self._done / self._total)
-            amounts = f"{_amount(self._done, self._unit)}/{_amount(self._total, self._unit)}"
-            if self._unit not in ("", "B"):
-                amounts += f" {self._unit}"
-            tail = f" {fraction * 100:3.0f}% {amounts}"
-            room = max(10, self._width - len(head) - len(tail) - 4)
-            filled = int(room * fraction)
-            line = f"{head} [{'#' * filled}{'.' * (room - filled)}]{tail}"
-        self._stream.write(f"\r{line[: self._width - 1]}\x1b[K")
-        self._stream.flush()
-
-
-def _amount(value: int, unit: str) -> str:
-    if unit != "B":
-        return str(value)
-    size = float(value)
-    for suffix in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or suffix == "GiB":
-            return f"{size:.0f} {suffix}" if suffix == "B" else f"{size:.1f} {suffix}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def progress_for(stream: IO[str], *, quiet: bool = False) -> Progress | None:
-    """A bar on a terminal, one line per stage otherwise, nothing when ``quiet``."""
-    if quiet:
-        return None
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
-        return BarProgress(stream)
-    return LineProgress(stream)
-
-
-class SilentProgress:
-    """Progress nobody sees (``progress=None``)."""
-
-    detailed = False
-
-    def stage(self, title: str, total: int | None = None, unit: str = "") -> None:
-        pass
-
-    def update(self, done: int, total: int | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 # Names and versions -------------------------------------------------------------------------------------
@@ -915,106 +776,49 @@ def _unified(names: Sequence[str]) -> bool:
     return any(_strip(name) == "rootfs" or _strip(name).startswith("rootfs/") for name in names)
 
 
-# The command line -----------------------------------------------------------------------------------
-
-
 def run_command(command: str, publish: Callable[[Progress | None], BuiltImage], *, quiet: bool) -> int:
-    """What ``webspaces images build`` and ``add`` share: progress on stderr unless ``quiet``, 0 when
-    published (or already published with the same bytes) with the paths and the fingerprint on stdout,
-    1 on an error with one message on stderr; SIGTERM cleans up like an error."""
-    progress = progress_for(sys.stderr, quiet=quiet)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        built = publish(progress)
-    except (SimplestreamsError, OSError) as exc:
-        print(f"webspaces images {command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"webspaces images {command}: interrupted; nothing was published", file=sys.stderr)
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if built.unchanged:
-        print(f"{built.name} v{built.version} {built.arch} is already published with identical content")
-    else:
-        print(f"published {built.name} v{built.version} {built.arch} ({built.size} bytes)")
-    for path in built.files:
-        print(f"  {path}")
-    print(f"fingerprint {built.fingerprint}")
-    return 0
+    """:func:`.command.run_command`, for simplestreams.builder, which imports it from here."""
+    from .command import run_command as run  # noqa: PLC0415 - .command imports this module
+
+    return run(command, publish, quiet=quiet)
 
 
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``webspaces images add``."""
-    parser.add_argument(
-        "meta",
-        type=Path,
-        metavar="META",
-        help="the meta tarball: distrobuilder's lxd.tar.xz, or meta-<fingerprint>.tar.xz of lxc image export",
-    )
-    parser.add_argument(
-        "rootfs",
-        type=Path,
-        metavar="ROOTFS",
-        help="the rootfs: rootfs.squashfs (or <fingerprint>.squashfs), or an xz rootfs tarball",
-    )
-    parser.add_argument(
-        "--name", required=True, help="image name (the alias; may contain '/'), as in a tag <name>/v<semver>"
-    )
-    parser.add_argument(
-        "--into",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="root of the directory backend to publish into",
-    )
-    parser.add_argument(
-        "--version",
-        help="strict semver; default: the highest published version with its patch bumped, else "
-        f"{FIRST_VERSION}",
-    )
-    parser.add_argument(
-        "--arch",
-        help="architecture name in the file names (default: metadata.yaml's, by its Debian name, e.g. "
-        "x86_64 -> amd64); it must agree with metadata.yaml",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``webspaces images add``; see :func:`run_command` for the exit status and output."""
-    return run_command(
-        "add",
-        lambda progress: add_image(
-            args.meta,
-            args.rootfs,
-            name=args.name,
-            into=args.into,
-            version=args.version,
-            arch=args.arch,
-            progress=progress,
-        ),
-        quiet=args.quiet,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m simplestreams.publish``), the same as ``images add``."""
-    parser = argparse.ArgumentParser(
-        prog="webspaces images add",
-        description="Publish a split LXD image built elsewhere (META ROOTFS) into a directory backend "
-        "as DIR/NAME/v<version>/.",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+# The progress names are exported for simplestreams.builder, which imports them from this module.
+__all__ = [
+    "DEBIAN_ARCH",
+    "FIRST_VERSION",
+    "ROOTFS_FTYPES",
+    "SCAN_MEMBERS",
+    "TEMP_PREFIX",
+    "ArchFiles",
+    "BarProgress",
+    "BuiltImage",
+    "LineProgress",
+    "Progress",
+    "RootfsFile",
+    "SilentProgress",
+    "add_image",
+    "already_published",
+    "check_name",
+    "check_publishable",
+    "check_version",
+    "combined_sidecar_name",
+    "copy_file",
+    "fsync",
+    "hash_file",
+    "host_arch",
+    "image_arch",
+    "image_directory",
+    "inspect_rootfs",
+    "meta_name",
+    "next_version",
+    "progress_for",
+    "publish_staged",
+    "published_versions",
+    "read_meta",
+    "rootfs_name",
+    "rootfs_sidecar_name",
+    "run_command",
+    "staging",
+    "write_file",
+]

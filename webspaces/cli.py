@@ -176,9 +176,9 @@ def _images_build(args: argparse.Namespace) -> int:
 
 
 def _images_add(args: argparse.Namespace) -> int:
-    from simplestreams import publish  # noqa: PLC0415
+    from simplestreams import command  # noqa: PLC0415
 
-    return publish.run(args)
+    return command.run(args)
 
 
 def _images_check(args: argparse.Namespace) -> int:
@@ -207,7 +207,7 @@ def _images_check(args: argparse.Namespace) -> int:
 
 
 def _register_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from simplestreams import builder, publish  # noqa: PLC0415
+    from simplestreams import builder, command  # noqa: PLC0415
     from simplestreams import config as images_config  # noqa: PLC0415
 
     parser = sub.add_parser(
@@ -252,7 +252,7 @@ def _register_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "from metadata.yaml. Unified image tarballs are refused.",
         epilog="Example: webspaces images add lxd.tar.xz rootfs.squashfs --name debian --into /srv/images",
     )
-    publish.add_arguments(add)
+    command.add_arguments(add)
     add.set_defaults(handler=_images_add)
     check = commands.add_parser(
         "check",

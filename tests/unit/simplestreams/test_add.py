@@ -28,9 +28,10 @@ from typing import Any
 
 import pytest
 
-from simplestreams import builder, errors, publish
+from simplestreams import builder, command, errors, publish
 from simplestreams.directory import DirectoryBackend
 from simplestreams.meta import parse_meta
+from simplestreams.progress import BarProgress
 from simplestreams.publish import BuiltImage, add_image
 from simplestreams.synthetic import (
     CREATED,
@@ -531,7 +532,7 @@ def test_progress_counts_the_rootfs_bytes(dist: Path, tmp_path: Path) -> None:
 
 def test_bar_progress_on_a_terminal(dist: Path, tmp_path: Path) -> None:
     stream = io.StringIO()
-    add(dist, tmp_path / "images", progress=publish.BarProgress(stream, width=70))
+    add(dist, tmp_path / "images", progress=BarProgress(stream, width=70))
     text = stream.getvalue()
     assert "copying rootfs" in text and "100%" in text and "\r" in text
 
@@ -609,7 +610,7 @@ def test_quiet_prints_nothing_on_stderr(
     dist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [str(dist / "lxd.tar.xz"), str(dist / "rootfs.squashfs"), "--name", "demo"]
-    assert publish.main([*args, "--into", str(tmp_path / "images"), "--quiet"]) == 0
+    assert command.main([*args, "--into", str(tmp_path / "images"), "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert "fingerprint " in out
