@@ -10,8 +10,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from dataplane.dhcp import config as dhcp_config
 from dataplane.overlay import config as overlay_config
@@ -52,16 +53,39 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(handler=_info)
 
 
+class _Configuration(Protocol):
+    """A program's configuration module (``dataplane.dhcp.config`` ...): a key table on program.config."""
+
+    def flags_from(self, args: argparse.Namespace) -> dict[str, Any]: ...
+
+    def load(self, flags: Mapping[str, Any], *, config_file: Path | None = None) -> Any: ...
+
+
+def _serve(
+    args: argparse.Namespace,
+    command: str,
+    config: _Configuration,
+    main: Callable[[Any], int],
+    errors: tuple[type[Exception], ...],
+    *,
+    quiet: Sequence[str] = (),
+) -> int:
+    """A long-running subcommand: ``config``'s key table loaded from the flags, the environment and
+    ``--config``, then ``main`` (see :func:`program.runner.run_program` for the exit statuses)."""
+    return run_program(
+        f"webspaces {command}",
+        lambda: config.load(config.flags_from(args), config_file=args.config),
+        (ConfigError,),
+        main,
+        errors,
+        quiet=quiet,
+    )
+
+
 def _overlay(args: argparse.Namespace) -> int:
     from dataplane.overlay import agent  # noqa: PLC0415 - pulls in uvicorn/pyroute2; only when run
 
-    return run_program(
-        "webspaces overlay",
-        lambda: overlay_config.load(overlay_config.flags_from(args), config_file=args.config),
-        (ConfigError,),
-        agent.main,
-        (agent.AgentError,),
-    )
+    return _serve(args, "overlay", overlay_config, agent.main, (agent.AgentError,))
 
 
 def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,14 +108,8 @@ def _register_overlay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _dhcp(args: argparse.Namespace) -> int:
     from dataplane.dhcp import service  # noqa: PLC0415 - pulls in pyroute2/uvicorn; only when run
 
-    return run_program(
-        "webspaces dhcp",
-        lambda: dhcp_config.load(dhcp_config.flags_from(args), config_file=args.config),
-        (ConfigError,),
-        service.main,
-        (service.ServiceError,),
-        quiet=("pyroute2",),  # its debug output is per netlink message
-    )
+    # pyroute2's debug output is per netlink message
+    return _serve(args, "dhcp", dhcp_config, service.main, (service.ServiceError,), quiet=("pyroute2",))
 
 
 def _dhcp_leases(args: argparse.Namespace) -> int:
@@ -159,14 +177,9 @@ def _images_serve(args: argparse.Namespace) -> int:
     from simplestreams import config as images_config  # noqa: PLC0415
     from simplestreams import service  # noqa: PLC0415 - pulls in uvicorn/uvloop; only when run
 
-    return run_program(
-        "webspaces images serve",
-        lambda: images_config.load(images_config.flags_from(args), config_file=args.config),
-        (ConfigError,),
-        service.main,
-        (service.ServiceError,),
-        quiet=("httpx",),  # logs every request at INFO, signed CDN URLs included
-    )
+    # httpx logs every request at INFO, signed CDN URLs included
+    errors = (service.ServiceError,)
+    return _serve(args, "images serve", images_config, service.main, errors, quiet=("httpx",))
 
 
 def _images_build(args: argparse.Namespace) -> int:
