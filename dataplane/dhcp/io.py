@@ -5,8 +5,8 @@ Theory of operation
 **One AF_PACKET socket does all the talking.** It is bound to the interface with a classic BPF
 filter that passes only IPv4 UDP datagrams to port 67 (not fragments), so the kernel wakes us for
 DHCP and nothing else, and we see every request with its Ethernet source. Replies are whole frames
-we build with :mod:`dataplane.wire`'s codecs (Ethernet + IPv4 + UDP, checksums computed; requests
-are read with the same codecs) and send on the same socket, addressed per RFC 2131 §4.1 (spec 4.3):
+we build from :mod:`dataplane.wire`'s header layouts and checksums (Ethernet + IPv4 + UDP; requests
+are read with the same layouts) and send on the same socket, addressed per RFC 2131 §4.1 (spec 4.3):
 the core's :class:`~.events.Reply` names the IPv4 destination and port, and :func:`outgoing` the
 Ethernet one:
 
@@ -51,20 +51,9 @@ from dataplane.io.errors import DeviceMissing, IoError, PermissionDenied, PortIn
 from dataplane.wire import (
     ETHERTYPE_IPV4,
     PROTO_UDP,
-    Buffer,
-    EthernetHeader,
-    IPv4Header,
-    MalformedPacket,
-    UdpHeader,
-    ipv4_payload_length,
-    pull_ethernet,
-    pull_ipv4,
-    pull_udp,
-    push_ethernet,
-    push_ipv4,
-    push_udp,
-    udp_checksum,
-    verify_ipv4_checksum,
+    internet_checksum,
+    transport_checksum,
+    udp_wire_checksum,
 )
 from dataplane.wire import ethernet as _ethernet
 from dataplane.wire import ipv4 as _ipv4
@@ -98,9 +87,17 @@ BUFFER_SIZE = 8 << 20  # absorbs a burst while a commit's fsync runs
 BROADCAST_MAC = b"\xff" * 6
 BROADCAST_IP = b"\xff\xff\xff\xff"
 _FRAME_SIZE = 65536
-_ETH_LENGTH = _ethernet.HEADER_LENGTH
-_IP_LENGTH = _ipv4.HEADER_LENGTH
-_UDP_LENGTH = _udp.HEADER_LENGTH
+# The header layouts are wire's (the tables above each codec). They are packed here directly rather
+# than through the codecs' header objects (pull_ipv4/push_ipv4 ...): per frame that costs 7-10 us
+# against 1.3-2.4 us, about a third of the server's whole cost per lease.
+_ETH = _ethernet.HEADER
+_IP = _ipv4.HEADER
+_UDP = _udp.HEADER
+_ETH_LENGTH = _ETH.size
+_IP_LENGTH = _IP.size
+_UDP_LENGTH = _UDP.size
+_MF_AND_OFFSET = 0x3FFF  # RFC 791 §3.1: more-fragments flag and fragment offset
+_CHECKSUM = struct.Struct("!H")
 _TOS = 0x10  # IPTOS_LOWDELAY (RFC 1349), as ISC dhcpd marks the frames it builds
 _TTL = 64
 
@@ -190,62 +187,49 @@ def parse_frame(frame: bytes, stats: PortStats | None = None) -> Received | None
 def _check_frame(frame: bytes) -> Received | str:
     if len(frame) < _ETH_LENGTH + _IP_LENGTH + _UDP_LENGTH:
         return "short_frame"
-    buf = Buffer(frame)
-    try:
-        ethernet = pull_ethernet(buf)
-    except MalformedPacket:
-        return "not_ipv4"  # an 802.3 length in place of the EtherType
-    if ethernet.ethertype != ETHERTYPE_IPV4:
+    dst_mac, src_mac, ethertype = _ETH.unpack_from(frame, 0)
+    if ethertype != ETHERTYPE_IPV4:
         return "not_ipv4"
-    try:
-        ip = pull_ipv4(buf)
-    except MalformedPacket:
+    version_ihl, _, total_length, _, fragment, _, protocol, _, src_ip, dst_ip = _IP.unpack_from(
+        frame, _ETH_LENGTH
+    )
+    ihl = (version_ihl & 0x0F) * 4
+    if (
+        version_ihl >> 4 != 4
+        or ihl < _IP_LENGTH
+        or total_length < ihl + _UDP_LENGTH
+        or _ETH_LENGTH + total_length > len(frame)
+    ):
         return "bad_ipv4"
-    ihl = ip.header_length
-    if ip.total_length < ihl + _UDP_LENGTH:
+    if protocol != PROTO_UDP or fragment & _MF_AND_OFFSET:  # DHCP is never fragmented in practice
         return "bad_ipv4"
-    if ip.protocol != PROTO_UDP or ip.is_fragment:  # DHCP is never fragmented in practice
-        return "bad_ipv4"
-    if not verify_ipv4_checksum(memoryview(frame)[_ETH_LENGTH:]):
+    if internet_checksum(frame, _ETH_LENGTH, _ETH_LENGTH + ihl) != 0:  # RFC 1071 §1: sums to zero
         return "bad_checksum"
-    try:
-        udp = pull_udp(buf)
-    except MalformedPacket:
-        return "bad_udp"
-    # pull_udp bounds the length by the frame; the datagram ends where IPv4 says (padding follows).
-    if udp.dst_port != SERVER_PORT or udp.length > ipv4_payload_length(ip):
+    udp_at = _ETH_LENGTH + ihl
+    src_port, dst_port, length, _ = _UDP.unpack_from(frame, udp_at)
+    if dst_port != SERVER_PORT or length < _UDP_LENGTH or length > total_length - ihl:
         return "bad_udp"
     # The UDP checksum is not verified: a frame sent by a local socket over veth (or a virtio
     # NIC) arrives CHECKSUM_PARTIAL, its checksum field holding only the pseudo-header sum (spec 6,
     # gotcha 1), and telling those apart needs PACKET_AUXDATA on every read. The IPv4 header
     # checksum is always complete and is checked; the DHCP codec rejects what does not parse.
-    payload = buf.pull_bytes(udp.length - _UDP_LENGTH, "udp.payload")
-    return Received(payload, ethernet.src, ethernet.dst, ip.src, ip.dst, udp.src_port)
+    payload = frame[udp_at + _UDP_LENGTH : udp_at + length]
+    return Received(payload, src_mac, dst_mac, src_ip, dst_ip, src_port)
 
 
 def build_frame(src_mac: bytes, src_ip: bytes, reply: Outgoing, ident: int = 0) -> bytes:
     """Ethernet + IPv4 + UDP around ``reply.payload``, from ``src_ip``:67, checksums computed."""
     payload = reply.payload
+    dst_ip = reply.dst_ip
     udp_length = _UDP_LENGTH + len(payload)
-    buf = Buffer(capacity=_ETH_LENGTH + _IP_LENGTH + udp_length)
-    push_ethernet(buf, EthernetHeader(reply.dst_mac, src_mac, ETHERTYPE_IPV4))
-    push_ipv4(
-        buf,
-        IPv4Header(
-            tos=_TOS,
-            total_length=_IP_LENGTH + udp_length,
-            identification=ident & 0xFFFF,
-            ttl=_TTL,
-            protocol=PROTO_UDP,
-            src=src_ip,
-            dst=reply.dst_ip,
-        ),
+    ip_header = bytearray(
+        _IP.pack(0x45, _TOS, _IP_LENGTH + udp_length, ident & 0xFFFF, 0, _TTL, PROTO_UDP, 0, src_ip, dst_ip)
     )
-    udp = UdpHeader(SERVER_PORT, reply.dst_port, udp_length)
-    udp.checksum = udp_checksum(src_ip, reply.dst_ip, udp, payload)
-    push_udp(buf, udp)
-    buf.push_bytes(payload)
-    return buf.data
+    _CHECKSUM.pack_into(ip_header, 10, internet_checksum(ip_header))
+    udp = bytearray(_UDP.pack(SERVER_PORT, reply.dst_port, udp_length, 0))
+    udp += payload
+    _CHECKSUM.pack_into(udp, 6, udp_wire_checksum(transport_checksum(src_ip, dst_ip, PROTO_UDP, udp)))
+    return _ETH.pack(reply.dst_mac, src_mac, ETHERTYPE_IPV4) + bytes(ip_header) + bytes(udp)
 
 
 class DhcpPort:

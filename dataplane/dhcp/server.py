@@ -80,6 +80,7 @@ from .options import (
     DECLINE,
     DISCOVER,
     HOST_NAME,
+    MESSAGE_TYPE,
     NAK,
     OFFER,
     RELEASE,
@@ -445,7 +446,7 @@ class DhcpServer:
             counters["drop_bootreply"] += 1
             return []
         options = msg.options
-        raw_type = options.get(53)
+        raw_type = options.get(MESSAGE_TYPE)
         if raw_type is None:
             counters["drop_bootp"] += 1
             return []
