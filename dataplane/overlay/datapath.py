@@ -1,7 +1,7 @@
 """The data-path thread: runs the pump, and is the only thread that touches the VTEP.
 
 Theory of operation. The pump moves frames between the TAP and the underlay socket in batches,
-calling the VTEP for every frame; the control side (peer discovery, ageing, health and metrics)
+calling the VTEP for every frame; the control side (peer discovery, health and metrics)
 runs on asyncio in the main thread. Rather than lock the VTEP on every batch, every control
 operation is a closure queued to this thread and run between two pump rounds, so the VTEP is
 never seen half-updated and the hot path takes no lock. A queued call's result comes back
@@ -11,9 +11,10 @@ Sleeping. With a :class:`Waker` (an eventfd the pump also waits on, ``Pump(wake_
 thread waits in the pump until a frame arrives, the control side queues a call or stops the thread
 (both write the eventfd), or the handler's next deadline (``deadline(now)``, e.g.
 ``Vtep.next_deadline``) comes, when it runs ``on_deadline(now)`` (``Vtep.expire``): no fixed tick,
-and an idle agent does not wake at all. Without one (a pump that cannot be woken), each wait lasts
-at most ``poll_interval``, so a queued call waits at most one round. The pump's busy-polling is the
-pump's own and unchanged by either.
+and an idle agent does not wake at all. Under traffic the deadline is read once every
+``BUSY_ROUNDS`` rounds, so the per-round cost of the loop is what it was. Without a waker (a pump
+that cannot be woken), each wait lasts at most ``poll_interval``, so a queued call waits at most
+one round. The pump's busy-polling is the pump's own and unchanged by either.
 
 ``cpu`` pins this thread (only this one: the asyncio side stays wherever the kernel puts it) to
 one CPU with ``sched_setaffinity`` when it starts; a refusal is logged and the thread runs unpinned.
@@ -46,6 +47,11 @@ class Pumping(Protocol):
 IDLE_WAIT = 3600.0
 # Added to a deadline's wait, so the pump's millisecond rounding never wakes it a little early.
 DEADLINE_SLACK = 0.001
+# Under traffic the deadline is read every BUSY_ROUNDS pump rounds, not every round (the hot loop
+# stays as it was), and a wait after a round that moved frames lasts at most RECHECK_WAIT, so the
+# first quiet moment reads it again: a deadline is run at most about that late.
+BUSY_ROUNDS = 64
+RECHECK_WAIT = 1.0
 
 
 class Waker:
@@ -162,18 +168,22 @@ class DatapathThread:
         run_once, drain, stopped = self._pump.run_once, self._drain, self._stop.is_set
         deadline, on_deadline, clock = self._deadline, self._on_deadline, time.monotonic
         wait = IDLE_WAIT if self._waker is not None else self._poll
+        timeout = short = wait
+        busy = BUSY_ROUNDS  # read the deadline before the first wait
         try:
             while not stopped():
-                due = deadline(clock()) if deadline is not None else None
-                if due is None:
-                    run_once(wait)
-                else:
-                    run_once(min(wait, max(due - clock(), 0.0) + DEADLINE_SLACK))
-                drain()
-                if due is not None and on_deadline is not None:
+                if busy >= BUSY_ROUNDS and deadline is not None:
+                    busy = 0
                     now = clock()
-                    if now >= due:
+                    due = deadline(now)
+                    if due is not None and now >= due and on_deadline is not None:
                         on_deadline(now)
+                        due = deadline(now)
+                    timeout = wait if due is None else min(wait, max(due - now, 0.0) + DEADLINE_SLACK)
+                    short = min(timeout, RECHECK_WAIT)
+                moved = run_once(short if busy else timeout)
+                drain()
+                busy = busy + 1 if moved else BUSY_ROUNDS
         except Exception as exc:
             # The pump counts and drops bad frames itself; reaching here is a bug or a dead fd.
             self.error = exc
