@@ -24,7 +24,7 @@ sockets spread over the dynamic range and the pump sends each flow through one o
   free port among its first :data:`PROBE_PORTS` leaves its socket out, so a pool may be smaller
   than asked (an empty pool: the pump sends from the receive socket, on the VXLAN port).
 * **mapping**: a frame's socket is slot ``(source_port_for(frame) - 49152) * n // 16384`` of the
-  ``n`` sockets opened, in port order (``dataplane.io.pump.source_slot``): the stripe of the
+  ``n`` sockets opened, in port order (``dataplane.pump.tunnel.source_slot``): the stripe of the
   RFC 7348 flow-hash port when the pool is full, so every outer source port is in 49152-65535, all
   segments of a flow (one TSO super-frame: one flow key) leave from one port, and flows spread.
 * Send sockets never receive (peers send to the VXLAN port): their receive buffer is the minimum

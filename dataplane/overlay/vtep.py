@@ -577,7 +577,7 @@ class Vtep:
         """The outer UDP source port RFC 7348 §5 asks for: a flow hash of ``frame``, in 49152-65535.
 
         (``dataplane.wire.vxlan.source_port_for``; the pump sends each flow through the pool socket
-        of its stripe, ``dataplane.io.pump.source_slot``.)
+        of its stripe, ``dataplane.pump.tunnel.source_slot``.)
         """
         return source_port_for(frame)
 

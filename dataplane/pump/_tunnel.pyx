@@ -141,7 +141,7 @@ cdef extern from "<poll.h>":
         POLLOUT
 
 
-# -- constants (values shared with pump.py) -------------------------------------------------------
+# -- constants (values shared with tunnel.py) ----------------------------------------------------
 
 cdef enum:
     SOL_UDP = 17
