@@ -61,6 +61,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from dataplane.io.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, no_check, probe_gso
 from dataplane.wire.errors import MalformedPacket
 from dataplane.wire.gso import deliver_header, segment
 from dataplane.wire.vnet import VNET_F_NEEDS_CSUM, VNET_HDR_LEN, VNET_HDR_MRG_LEN
@@ -73,10 +74,6 @@ __all__ = ["IMPLEMENTATION", "Pump", "source_slot"]
 
 IMPLEMENTATION = "python"
 
-SOL_UDP = 17
-UDP_SEGMENT = 103
-UDP_GRO = 104
-SO_NO_CHECK = 11
 PORT_BASE = 49152  # the dynamic range 49152-65535 of the flow-hash source port (RFC 7348 §5)
 PORT_SPAN = 16384
 
@@ -148,9 +145,9 @@ class Pump:
         self.port = port if port is not None else int(getattr(handler, "port", VXLAN_PORT))
         self.send_socks: tuple[socket.socket, ...] = tuple(send_socks or ()) or (udp_sock,)
         self.pooled = bool(send_socks)
-        self.checksum_zero = _no_check(self.send_socks[0])
+        self.checksum_zero = no_check(self.send_socks[0])
         if gso is None:
-            gso = _probe_gso(self.send_socks[0]) and not self.checksum_zero
+            gso = probe_gso(self.send_socks[0]) and not self.checksum_zero
         self.gso = bool(gso)
         self.gro = _gro_enabled(udp_sock)
         self._cmsg_space = socket.CMSG_SPACE(4)
@@ -420,21 +417,6 @@ def _clear(fd: int) -> None:
     """Read a wake-up descriptor empty (an eventfd's counter, or what was written to a pipe)."""
     with contextlib.suppress(BlockingIOError, InterruptedError):
         os.read(fd, 4096)
-
-
-def _probe_gso(sock: socket.socket) -> bool:
-    try:
-        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
-    except OSError:
-        return False
-    return True
-
-
-def _no_check(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.getsockopt(socket.SOL_SOCKET, SO_NO_CHECK))
-    except OSError:
-        return False
 
 
 def _gro_enabled(sock: socket.socket) -> bool:
