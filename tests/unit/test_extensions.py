@@ -67,7 +67,7 @@ def selected(package: str, name: str) -> str:
         from dataplane import dhcp  # noqa: PLC0415
 
         chosen = dhcp.DhcpServer if name == "server" else dhcp.Pool
-        return "cython" if chosen.__module__.rpartition(".")[2].startswith("_") else "python"
+        return _select.implementation(chosen.__module__)
     if package == "dataplane.overlay":
         from dataplane import overlay  # noqa: PLC0415 - imported per case, for its selection
 
