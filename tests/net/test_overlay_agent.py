@@ -78,11 +78,12 @@ def gbits(report: dict[str, object]) -> float:
 @pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure-python"])
 def test_three_agents_form_a_lan(lab: OverlayLab, pure: bool) -> None:
     if not pure:
-        built = importlib.util.find_spec("dataplane.io._pump") and importlib.util.find_spec(
+        built = importlib.util.find_spec("dataplane.pump._tunnel") and importlib.util.find_spec(
             "dataplane.overlay._vtep"
         )
         require(
-            bool(built), "the compiled data path (dataplane.io._pump, dataplane.overlay._vtep) is not built"
+            bool(built),
+            "the compiled data path (dataplane.pump._tunnel, dataplane.overlay._vtep) is not built",
         )
     lab.bridged(3)
     agents = []
