@@ -41,6 +41,27 @@ def check_port(value: Any) -> int:
     return port
 
 
+def check_host_port(value: Any, default_port: int | None = None) -> tuple[str, int]:
+    """``ADDR:PORT`` (IPv4), or ``ADDR`` alone when there is a ``default_port``; ``:PORT`` is every
+    address (kubelan's ``:8181``)."""
+    text = str(value).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"expected ADDR:PORT, like 127.0.0.1:9267: {value!r}")
+        host, port_text = text, str(default_port)
+    return check_ipv4(host or "0.0.0.0"), check_port(port_text)
+
+
+def check_listen(value: Any) -> str:
+    """Where an embedded HTTP server listens, ``ADDR:PORT``; "" (also ``off``, ``none``): nowhere."""
+    text = str(value).strip()
+    if text.lower() in ("", "off", "none"):
+        return ""
+    host, port = check_host_port(text)
+    return f"{host}:{port}"
+
+
 def split_list(value: Any, separator: str = ",") -> tuple[str, ...]:
     """A list from YAML, or a ``separator``-joined string from a flag or the environment."""
     if isinstance(value, str):

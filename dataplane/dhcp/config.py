@@ -33,8 +33,8 @@ from program.checks import DNS_NAME as _DNS_NAME
 from program.checks import check_int as _int
 from program.checks import check_interface as _check_interface
 from program.checks import check_ipv4 as _ipv4
+from program.checks import check_listen
 from program.checks import check_log_level as _check_log_level
-from program.checks import check_port
 from program.checks import split_list as _list
 from program.config import ConfigError, Key, Table, read_yaml
 
@@ -213,17 +213,6 @@ def _check_leases(value: Any) -> str:
     return text
 
 
-def _check_metrics(value: Any) -> str:
-    text = str(value).strip()
-    if text.lower() in ("", "off", "none"):
-        return ""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ValueError(f"expected ADDR:PORT, like 127.0.0.1:9267: {value!r}")
-    host = _ipv4(host or "0.0.0.0")
-    return f"{host}:{check_port(port_text)}"
-
-
 _LEVEL = "debug, info, warning or error (default info)"
 TABLE = Table(
     ENV_PREFIX,
@@ -270,7 +259,7 @@ TABLE = Table(
             repeatable=True,
         ),
         Key("leases", _check_leases, f"lease store (default {DEFAULT_LEASES})", "PATH"),
-        Key("metrics", _check_metrics, "serve Prometheus /metrics here (default: off)", "ADDR:PORT"),
+        Key("metrics", check_listen, "serve Prometheus /metrics here (default: off)", "ADDR:PORT"),
         Key("log_level", _check_log_level, _LEVEL, "LEVEL"),
     ),
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from program.checks import DNS_NAME as _DNS_NAME
-from program.checks import check_bool
+from program.checks import check_bool, check_host_port, check_listen
 from program.checks import check_int as _int
 from program.checks import check_interface as _check_interface
 from program.checks import check_ipv4 as _ipv4
@@ -121,18 +121,6 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-def _host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise ValueError(f"expected ADDR:PORT, got {text!r}")
-        host, port_text = text.strip(), str(default_port)
-    if host == "":
-        host = "0.0.0.0"  # kubelan's ":8181" meant every address
-    _ipv4(host)
-    return host, _check_port(port_text)
-
-
 def _check_mtu(value: Any) -> int | None:
     mtu = _int(value)
     if mtu == -1:  # kubelan's "auto"
@@ -214,7 +202,7 @@ def _check_dns_name(value: Any) -> str:
 
 
 def _check_dns_server(value: Any) -> str:
-    host, port = _host_port(str(value), default_port=53)
+    host, port = check_host_port(value, default_port=53)
     return f"{host}:{port}"
 
 
@@ -238,14 +226,6 @@ def _check_url(value: Any) -> str:
     if not sep or scheme not in ("http", "https") or not rest.strip("/"):
         raise ValueError(f"not an http:// or https:// URL: {value!r}")
     return text.rstrip("/")
-
-
-def _check_health(value: Any) -> str:
-    text = str(value).strip()
-    if text in ("", "off", "none"):
-        return ""
-    host, port = _host_port(text)
-    return f"{host}:{port}"
 
 
 def _check_ageing(value: Any) -> float:
@@ -344,7 +324,7 @@ TABLE = Table(
             "API server for --peers-kubernetes (default: in-cluster from KUBERNETES_SERVICE_HOST); "
             "a service account token is sent when one is mounted",
         ),
-        _key("health", _check_health, "ADDR:PORT", f"health/metrics listener (default {DEFAULT_HEALTH})"),
+        _key("health", check_listen, "ADDR:PORT", f"health/metrics listener (default {DEFAULT_HEALTH})"),
         _key("ageing", _check_ageing, "SECONDS", "learned-MAC ageing time (default 300)"),
         _key("peers_only", check_bool, "BOOL", "accept VXLAN only from current peers (default true)"),
         _key("hook_up", _check_argv, flag=None),  # argv: environment and file only
