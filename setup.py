@@ -29,7 +29,20 @@ HANDWRITTEN = [
     "dataplane.overlay._vtep",
     "dataplane.pump._tunnel",
 ]
-CODECS = ["ethernet", "arp", "ipv4", "udp", "tcp", "icmp", "vxlan", "dhcp", "vnet", "frame", "dns"]
+CODECS = [
+    "ethernet",
+    "arp",
+    "ipv4",
+    "udp",
+    "tcp",
+    "icmp",
+    "vxlan",
+    "dhcp",
+    "vnet",
+    "frame",
+    "dns",
+    "datagram",
+]
 # Pure-Python modules compiled from their own source as `_name` twins, outside dataplane.wire.
 FROM_SOURCE = [f"dataplane.wire.{name}" for name in CODECS] + [
     "dataplane.dhcp.pool",

@@ -31,6 +31,7 @@ MODULES = (
     "dns",
     "vnet",
     "frame",
+    "datagram",
     "batch",
     "gso",
 )
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled one
     from .batch import *  # noqa: F403
     from .buffer import *  # noqa: F403
     from .checksum import *  # noqa: F403
+    from .datagram import *  # noqa: F403
     from .dhcp import *  # noqa: F403
     from .dns import *  # noqa: F403
     from .ethernet import *  # noqa: F403

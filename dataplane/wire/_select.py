@@ -41,6 +41,7 @@ TWINS = (
     "dataplane.wire.dns",
     "dataplane.wire.vnet",
     "dataplane.wire.frame",
+    "dataplane.wire.datagram",
     "dataplane.wire.batch",
     "dataplane.wire.gso",
     "dataplane.pump.handler",
