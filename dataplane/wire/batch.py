@@ -38,6 +38,12 @@ Operations, each a loop over the batch returning how many frames it changed:
 
 The outer UDP source port is :func:`dataplane.wire.vxlan.source_port_for` of the inner frame (FNV-1a
 of its flow key, defined in ``vxlan.py``), so a flow keeps one source port whichever path sent it.
+
+Who calls it: this is the shape of a data path that owns the outer headers (the router's: decap,
+NAT rewrite, encap, over AF_PACKET rings). The overlay's tunnel pump does not: the kernel's UDP
+sockets own its outer headers, and it works on its own ``recvmmsg``/``sendmmsg`` buffers in C with
+the frame builders of :mod:`.gso` and ``_bytes.pxd``'s helpers, which the ``wire`` benchmark times
+beside this module.
 """
 
 from __future__ import annotations
