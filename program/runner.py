@@ -10,6 +10,7 @@ SIGINT, then ``close()`` whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,36 @@ class Program(Protocol):
     async def run(self, stop: asyncio.Event) -> int: ...
 
     def close(self) -> None: ...
+
+
+class Component(Protocol):
+    """A part of a program running as a task of its loop (:class:`program.http.EmbeddedServer`)."""
+
+    name: str
+
+    @property
+    def task(self) -> asyncio.Task[None] | None: ...
+
+    def failure(self) -> str | None: ...
+
+
+async def until_stopped(stop: asyncio.Event, *components: Component) -> str | None:
+    """Wait, without polling, until ``stop`` is set (None) or a started component ends on its own
+    (why it did, for the log)."""
+    stopper = asyncio.ensure_future(stop.wait())
+    tasks = {component.task for component in components if component.task is not None}
+    try:
+        while True:
+            done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                return None
+            for component in components:
+                if component.task in done:
+                    return component.failure() or f"{component.name}: stopped"
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
 
 
 def run_until_signalled(program: Program) -> int:
@@ -75,4 +106,4 @@ def run_program(
         return 1
 
 
-__all__ = ["Program", "run_program", "run_until_signalled"]
+__all__ = ["Component", "Program", "run_program", "run_until_signalled", "until_stopped"]

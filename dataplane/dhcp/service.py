@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane.io.errors import IoError
-from program.runner import run_until_signalled
+from program.runner import run_until_signalled, until_stopped
 
 from . import DhcpServer, ServerConfig, events, open_store
 from . import Reservation as CoreReservation
@@ -34,7 +34,6 @@ from .io import BATCH_BUCKETS, DhcpPort, GroupCommitLoop
 
 log = logging.getLogger(__name__)
 
-TICK_INTERVAL = 1.0
 # The core's deadlines are wall-clock times, the loop's timers monotonic: the timer never sleeps
 # longer than this, so a wall clock stepped forward delays an expiry by at most this much.
 MAX_SLEEP = 60.0
@@ -316,12 +315,11 @@ class Service:
                     log.error("%s", exc)
                     return 1
                 server.start()
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), TICK_INTERVAL)
-                if server is not None and server.failure() is not None:
-                    log.error("%s", server.failure())
-                    return 1
+            # The core's deadlines and the packets are callbacks of the loop: this only waits.
+            failure = await until_stopped(stop, *([server] if server is not None else []))
+            if failure is not None:
+                log.error("%s", failure)
+                return 1
             return 0
         finally:
             loop.remove_reader(self.port.fileno())

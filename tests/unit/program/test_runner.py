@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from program.config import ConfigError
-from program.runner import run_program, run_until_signalled
+from program.runner import run_program, run_until_signalled, until_stopped
 
 
 @dataclass
@@ -67,3 +67,26 @@ def test_an_open_error_closes_and_propagates() -> None:
     with pytest.raises(FailedError):
         run_until_signalled(program)
     assert program.calls == ["open", "close"]
+
+
+@dataclass
+class Component:
+    name: str
+    task: asyncio.Task[None] | None = None
+
+    def failure(self) -> str | None:
+        return f"{self.name}: cannot listen" if self.task is not None and self.task.done() else None
+
+
+def test_until_stopped_returns_when_stopped_or_a_component_ends() -> None:
+    async def scenario() -> tuple[str | None, str | None]:
+        stop = asyncio.Event()
+        idle = Component("metrics", asyncio.create_task(asyncio.sleep(3600)))
+        asyncio.get_running_loop().call_later(0.01, stop.set)
+        stopped = await until_stopped(stop, idle, Component("never started"))
+        assert idle.task is not None
+        idle.task.cancel()
+        failed = Component("health", asyncio.create_task(asyncio.sleep(0)))
+        return stopped, await until_stopped(asyncio.Event(), failed)
+
+    assert asyncio.run(scenario()) == (None, "health: cannot listen")
