@@ -28,7 +28,7 @@ def require(condition: bool, reason: str) -> None:
 
 
 def require_tools(*tools: str) -> None:
-    """Require root and network namespaces (``benchmarks.netlab.can_run``) and each program on PATH."""
+    """Require root and network namespaces (``webspaces.lab.netns.can_run``) and each program on PATH."""
     from webspaces.lab.netns import can_run  # noqa: PLC0415 - only the net tier needs it
 
     reason = can_run()

@@ -30,7 +30,7 @@ reported; interleaving spreads background load over all three):
   times (nearest rank).
 
 The agents' CPU time during the TCP runs is recorded in ``notes``. Everything runs under timeouts
-inside namespaces this scenario creates (:class:`~benchmarks.netlab.NetLab`), removed on any exit.
+inside namespaces this scenario creates (:class:`~webspaces.lab.netns.NetLab`), removed on any exit.
 A missing prerequisite (root, iproute2, iperf3, ping, nft, the compiled data path) is reported on
 stderr with exit status 2.
 
