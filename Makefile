@@ -48,4 +48,5 @@ image: setup
 	PY=$(PY) bash scripts/build-test-image.sh build/images
 
 clean:
-	rm -rf build *.egg-info dataplane/wire/*.so dataplane/wire/*.c
+	rm -rf build *.egg-info
+	find dataplane -name '*.so' -delete -o -name '*.c' -delete
