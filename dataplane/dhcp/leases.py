@@ -13,9 +13,10 @@ record holds (OFFERED, BOUND and DECLINED records take theirs out; reserved addr
 Records are replaced, never changed in place.
 
 Every state change is checked against :data:`~.events.LEASE_TRANSITIONS` first
-(:meth:`LeaseTable.allow`): a (state, trigger) pair the table does not list, or one that leads
-elsewhere than the change would, is refused — the record stays as it was — and counted as
-``refused_transitions``. An address without a record is FREE. A record of another client that a
+(:meth:`LeaseTable.allow`, inlined in :meth:`LeaseTable.put`; the table is read as the set of its
+(state, trigger, next state) triples, :data:`ALLOWED`, built from it at import): a change the table
+does not list, or one that leads elsewhere, is refused — the record stays as it was — and counted
+as ``refused_transitions``. An address without a record is FREE. A record of another client that a
 reservation's MAC takes over (same MAC, new client identifier) is first freed, then taken from FREE.
 
 Expiry: every OFFERED, BOUND (not infinite) and DECLINED record pushes ``(expires, address)`` on a
@@ -67,6 +68,8 @@ DECLINED = LeaseState.DECLINED
 FREE = LeaseState.FREE
 HOLDING = frozenset((OFFERED, BOUND, DECLINED))
 CLIENT_HELD = frozenset((OFFERED, BOUND))
+# LEASE_TRANSITIONS as (state, trigger, next state) triples: one set lookup per change.
+ALLOWED = frozenset((state, trigger, after) for (state, trigger), after in LEASE_TRANSITIONS.items())
 
 
 def _rank(lease: Lease) -> tuple[int, float]:
@@ -143,11 +146,11 @@ class LeaseTable:
         """
         current = FREE if record is None else record.state
         if record is not None and record.client != client and current in CLIENT_HELD:
-            if LEASE_TRANSITIONS.get((current, "free")) != FREE:
+            if (current, "free", FREE) not in ALLOWED:
                 self.counters["refused_transitions"] += 1
                 return False
             current = FREE
-        if LEASE_TRANSITIONS.get((current, trigger)) != state:
+        if (current, trigger, state) not in ALLOWED:
             self.counters["refused_transitions"] += 1
             return False
         return True
@@ -214,10 +217,19 @@ class LeaseTable:
 
     # -- records ------------------------------------------------------------------------------
 
-    def put(self, lease: Lease) -> int:
-        """Make ``lease`` its address's record (replacing any other) and its client's only one."""
+    def put(self, lease: Lease, trigger: str, client: ClientKey) -> bool:
+        """Make ``lease`` its address's record (replacing any other) and its client's only one, as
+        ``client``'s change by ``trigger``; False (nothing changed) when the table refuses it."""
         addr = ip_to_int(lease.address)
         old = self.leases.get(addr)
+        # allow(), inlined for its common case: this runs twice per lease granted.
+        state = FREE if old is None else old.state
+        if old is not None and old.client != client and state in CLIENT_HELD:
+            if not self.allow(old, trigger, lease.state, client):
+                return False
+        elif (state, trigger, lease.state) not in ALLOWED:
+            self.counters["refused_transitions"] += 1
+            return False
         if old is not None and old.client != lease.client and self.by_client.get(old.client) == addr:
             del self.by_client[old.client]
         self.leases[addr] = lease
@@ -229,7 +241,7 @@ class LeaseTable:
                 heapq.heappush(self.heap, (lease.expires, addr))
         else:
             self.give_back(addr, lease.updated)
-        return addr
+        return True
 
     def forget(self, addr: int, now: float) -> None:
         old = self.leases.pop(addr, None)
@@ -275,11 +287,10 @@ class LeaseTable:
             self.counters["offers_withdrawn"] += 1
             event: Event = OfferWithdrawn(lease)
         elif state == BOUND:
-            if not self.allow(lease, "expire", EXPIRED, lease.client):
-                return None
             # Not stored: a loaded BOUND record past its expiry is read as EXPIRED anyway.
             expired = changed(lease, state=EXPIRED, updated=now)
-            self.put(expired)
+            if not self.put(expired, "expire", lease.client):
+                return None
             self.counters["leases_expired"] += 1
             event = LeaseExpired(expired)
         elif state == DECLINED:

@@ -281,6 +281,11 @@ class DhcpServer:
             counters=self._counters,
         )
         self._lease_time = self._replies.lease_time
+        # Bound once: the flows call these per packet.
+        self._current = table.current
+        self._put = table.put
+        self._emit = table.emit
+        self._reply = self._replies.reply
         self.last_error: str | None = None
         table.restore(now)
         for reservation in config.reservations:
@@ -391,7 +396,7 @@ class DhcpServer:
         if reservation is None:
             return None
         addr = ip_to_int(reservation.address)
-        lease = self._table.current(addr, now)
+        lease = self._current(addr, now)
         if lease is not None and lease.state in HOLDING and lease.client != client and lease.mac != mac:
             self._counters["reservation_conflicts"] += 1
             return None
@@ -404,7 +409,7 @@ class DhcpServer:
         owner = self._reserved_addr.get(addr)
         if owner is not None:
             return owner == mac and self._reserved_for(mac, client, now) == addr
-        lease = self._table.current(addr, now)
+        lease = self._current(addr, now)
         if lease is not None:
             if lease.state == DECLINED:
                 return False
@@ -499,13 +504,6 @@ class DhcpServer:
             return False
         return True
 
-    def _moves(self, client: ClientKey, addr: int, now: float) -> bool:
-        """Before ``client`` takes ``addr``: its record of another address goes; False if refused."""
-        old = self._by_client.get(client)
-        if old is None or old == addr:
-            return True
-        return self._table.drop_client_record(old, client, now)
-
     def _discover(self, msg: DhcpMessage, client: ClientKey, mac: bytes, now: float) -> list[Reply]:
         raw = msg.options.get(REQUESTED_ADDRESS)
         requested = None if raw is None else int.from_bytes(decode_ip(REQUESTED_ADDRESS, raw), "big")
@@ -519,17 +517,17 @@ class DhcpServer:
             if not table.exhausted:
                 table.exhausted = True
                 self._counters["pool_exhausted"] += 1
-                table.emit(PoolExhausted(now, self._pool.size))
+                self._emit(PoolExhausted(now, self._pool.size))
             return []
-        current = self._leases.get(addr)
-        # Its own client, rebooted: offer the binding, which stays as it is.
-        rebooted = current is not None and current.state == BOUND and current.client == client
-        if not table.allow(current, "offer", BOUND if rebooted else OFFERED, client):
-            return []
-        if not self._moves(client, addr, now):
+        old = self._by_client.get(client)
+        if old is not None and old != addr and not table.drop_client_record(old, client, now):
             return []
         hostname, fqdn = self._names(msg, mac)
-        if rebooted and current is not None:
+        current = self._leases.get(addr)
+        if current is not None and current.state == BOUND and current.client == client:
+            # Its own client, rebooted: offer the binding, which stays as it is.
+            if not table.allow(current, "offer", BOUND, client):
+                return []
             lease = current
         else:
             lease = Lease(
@@ -543,9 +541,10 @@ class DhcpServer:
                 fqdn,
                 self._lease_time,
             )
-            table.put(lease)
-        table.emit(LeaseOffered(lease))
-        return [self._replies.reply(msg, OFFER, addr.to_bytes(4, "big"), lease_time=True, durable=False)]
+            if not self._put(lease, "offer", client):
+                return []
+        self._emit(LeaseOffered(lease))
+        return [self._reply(msg, OFFER, addr.to_bytes(4, "big"), lease_time=True, durable=False)]
 
     def _request(self, msg: DhcpMessage, client: ClientKey, mac: bytes, now: float) -> list[Reply]:
         options = msg.options
@@ -579,7 +578,7 @@ class DhcpServer:
             return []
         if not self._in_subnet(addr):
             return [replies.nak(msg)]  # wrong network: NAK whatever the mode (RFC 2131 §4.3.2)
-        lease = self._table.current(addr, now)
+        lease = self._current(addr, now)
         if lease is not None and lease.client == client and lease.state != DECLINED:
             if self._available(addr, client, mac, now) and self._preferred(addr, client, mac, now):
                 return self._bind(msg, client, mac, addr, now)
@@ -603,9 +602,8 @@ class DhcpServer:
     def _bind(self, msg: DhcpMessage, client: ClientKey, mac: bytes, addr: int, now: float) -> list[Reply]:
         table = self._table
         previous = self._leases.get(addr)
-        if not table.allow(previous, "ack", BOUND, client):
-            return []
-        if not self._moves(client, addr, now):
+        old = self._by_client.get(client)
+        if old is not None and old != addr and not table.drop_client_record(old, client, now):
             return []
         hostname, fqdn = self._names(msg, mac)
         renewed = (
@@ -620,15 +618,16 @@ class DhcpServer:
         lease_time = self._lease_time
         expires = INFINITE if lease_time == INFINITE_LEASE else now + lease_time
         lease = Lease(int_to_ip(addr), client, mac, BOUND, expires, now, hostname, fqdn, lease_time)
-        table.put(lease)
+        if not self._put(lease, "ack", client):
+            return []
         self._store.record(lease)
         if renewed:
             self._counters["leases_renewed"] += 1
-            table.emit(LeaseRenewed(lease))
+            self._emit(LeaseRenewed(lease))
         else:
             self._counters["leases_granted"] += 1
-            table.emit(LeaseGranted(lease))
-        return [self._replies.reply(msg, ACK, addr.to_bytes(4, "big"), lease_time=True, durable=True)]
+            self._emit(LeaseGranted(lease))
+        return [self._reply(msg, ACK, addr.to_bytes(4, "big"), lease_time=True, durable=True)]
 
     def _decline(self, msg: DhcpMessage, client: ClientKey, now: float) -> None:
         if not self._server_id_ok(msg):
@@ -642,15 +641,13 @@ class DhcpServer:
         if lease is None or lease.client != client or lease.state not in (OFFERED, BOUND):
             self._counters["drop_decline_unknown"] += 1
             return
-        table = self._table
-        if not table.allow(lease, "decline", DECLINED, client):
-            return
         until = now + self._config.decline_hold
         quarantined = Lease(lease.address, NO_CLIENT, b"", DECLINED, until, now)
-        table.put(quarantined)
+        if not self._put(quarantined, "decline", client):
+            return
         self._store.record(quarantined)
         self._counters["addresses_declined"] += 1
-        table.emit(AddressDeclined(lease.address, client, until))
+        self._emit(AddressDeclined(lease.address, client, until))
 
     def _release(self, msg: DhcpMessage, client: ClientKey, now: float) -> None:
         if not self._server_id_ok(msg):
@@ -660,21 +657,19 @@ class DhcpServer:
         if lease is None or lease.client != client or lease.state not in (OFFERED, BOUND):
             self._counters["drop_release_unknown"] += 1
             return
-        table = self._table
-        if not table.allow(lease, "release", RELEASED, client):
-            return
         released = changed(lease, state=RELEASED, expires=now, updated=now)
-        table.put(released)
+        if not self._put(released, "release", client):
+            return
         self._store.record(released)
         self._counters["leases_released"] += 1
-        table.emit(LeaseReleased(released))
+        self._emit(LeaseReleased(released))
 
     def _inform(self, msg: DhcpMessage, now: float) -> list[Reply]:
         ciaddr = int.from_bytes(msg.ciaddr, "big")
         if msg.giaddr == ZERO and not self._in_subnet(ciaddr):
             self._counters["drop_inform_foreign"] += 1
             return []
-        return [self._replies.reply(msg, ACK, ZERO, lease_time=False, durable=False)]
+        return [self._reply(msg, ACK, ZERO, lease_time=False, durable=False)]
 
     def _names(self, msg: DhcpMessage, mac: bytes) -> tuple[str | None, str | None]:
         """The sanitised host name (12, else 81's first label; a reservation's wins) and the FQDN."""

@@ -45,11 +45,19 @@ def test_a_transition_not_listed_is_refused_and_counted(impl: ModuleType) -> Non
 def test_a_refused_change_leaves_the_record_as_it_was(impl: ModuleType) -> None:
     server = make(impl)
     table = server._table
-    released = Lease("172.24.1.1", CLIENT, mac_of(1), LeaseState.RELEASED, T0, T0)
-    table.put(released)
-    assert table.end(released, 0xAC180101, T0 + 1) is None  # RELEASED does not "run out"
-    assert server.lease_for("172.24.1.1") == released
-    assert server.counters()["refused_transitions"] == 0  # end() knows no trigger for RELEASED
+    a = Client(server, mac_of(1))
+    a.dora(T0)
+    bound = server.lease_for("172.24.1.1")
+    assert bound is not None and bound.state == LeaseState.BOUND
+    offer = Lease("172.24.1.1", bound.client, bound.mac, LeaseState.OFFERED, T0 + 60, T0)
+    assert not table.put(offer, "offer", bound.client)  # (BOUND, offer) keeps it BOUND, never OFFERED
+    assert server.lease_for("172.24.1.1") is bound
+    assert server.counters()["refused_transitions"] == 1
+    a.release(T0 + 1)
+    released = server.lease_for("172.24.1.1")
+    assert released is not None and released.state == LeaseState.RELEASED
+    assert table.end(released, 0xAC180101, T0 + 2) is None  # a RELEASED record does not run out
+    assert server.lease_for("172.24.1.1") is released
 
 
 def test_next_deadline_is_the_earliest_offer_lease_or_quarantine(impl: ModuleType) -> None:
