@@ -5,8 +5,9 @@ Theory of operation
 **One AF_PACKET socket does all the talking.** It is bound to the interface with a classic BPF
 filter that passes only IPv4 UDP datagrams to port 67 (not fragments), so the kernel wakes us for
 DHCP and nothing else, and we see every request with its Ethernet source. Replies are whole frames
-we build from :mod:`dataplane.wire`'s header layouts and checksums (Ethernet + IPv4 + UDP; requests
-are read with the same layouts) and send on the same socket, addressed per RFC 2131 §4.1 (spec 4.3):
+built by :func:`dataplane.wire.build_udp_frame` (Ethernet + IPv4 + UDP, checksums computed; requests
+are checked and unframed by :func:`dataplane.wire.parse_udp_frame`) and sent on the same socket,
+addressed per RFC 2131 §4.1 (spec 4.3):
 the core's :class:`~.events.Reply` names the IPv4 destination and port, and :func:`outgoing` the
 Ethernet one:
 
@@ -48,16 +49,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dataplane.io.errors import DeviceMissing, IoError, PermissionDenied, PortInUse
-from dataplane.wire import (
-    ETHERTYPE_IPV4,
-    PROTO_UDP,
-    internet_checksum,
-    transport_checksum,
-    udp_wire_checksum,
-)
-from dataplane.wire import ethernet as _ethernet
-from dataplane.wire import ipv4 as _ipv4
-from dataplane.wire import udp as _udp
+from dataplane.wire import ETHERTYPE_IPV4, build_udp_frame, parse_udp_frame
 
 from .events import Reply
 
@@ -87,17 +79,6 @@ BUFFER_SIZE = 8 << 20  # absorbs a burst while a commit's fsync runs
 BROADCAST_MAC = b"\xff" * 6
 BROADCAST_IP = b"\xff\xff\xff\xff"
 _FRAME_SIZE = 65536
-# The header layouts are wire's (the tables above each codec). They are packed here directly rather
-# than through the codecs' header objects (pull_ipv4/push_ipv4 ...): per frame that costs 7-10 us
-# against 1.3-2.4 us, about a third of the server's whole cost per lease.
-_ETH = _ethernet.HEADER
-_IP = _ipv4.HEADER
-_UDP = _udp.HEADER
-_ETH_LENGTH = _ETH.size
-_IP_LENGTH = _IP.size
-_UDP_LENGTH = _UDP.size
-_MF_AND_OFFSET = 0x3FFF  # RFC 791 §3.1: more-fragments flag and fragment offset
-_CHECKSUM = struct.Struct("!H")
 _TOS = 0x10  # IPTOS_LOWDELAY (RFC 1349), as ISC dhcpd marks the frames it builds
 _TTL = 64
 
@@ -185,51 +166,31 @@ def parse_frame(frame: bytes, stats: PortStats | None = None) -> Received | None
 
 
 def _check_frame(frame: bytes) -> Received | str:
-    if len(frame) < _ETH_LENGTH + _IP_LENGTH + _UDP_LENGTH:
-        return "short_frame"
-    dst_mac, src_mac, ethertype = _ETH.unpack_from(frame, 0)
-    if ethertype != ETHERTYPE_IPV4:
-        return "not_ipv4"
-    version_ihl, _, total_length, _, fragment, _, protocol, _, src_ip, dst_ip = _IP.unpack_from(
-        frame, _ETH_LENGTH
-    )
-    ihl = (version_ihl & 0x0F) * 4
-    if (
-        version_ihl >> 4 != 4
-        or ihl < _IP_LENGTH
-        or total_length < ihl + _UDP_LENGTH
-        or _ETH_LENGTH + total_length > len(frame)
-    ):
-        return "bad_ipv4"
-    if protocol != PROTO_UDP or fragment & _MF_AND_OFFSET:  # DHCP is never fragmented in practice
-        return "bad_ipv4"
-    if internet_checksum(frame, _ETH_LENGTH, _ETH_LENGTH + ihl) != 0:  # RFC 1071 §1: sums to zero
-        return "bad_checksum"
-    udp_at = _ETH_LENGTH + ihl
-    src_port, dst_port, length, _ = _UDP.unpack_from(frame, udp_at)
-    if dst_port != SERVER_PORT or length < _UDP_LENGTH or length > total_length - ihl:
+    found = parse_udp_frame(frame)
+    if isinstance(found, str):
+        return found
+    payload, src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port = found
+    if dst_port != SERVER_PORT:
         return "bad_udp"
-    # The UDP checksum is not verified: a frame sent by a local socket over veth (or a virtio
-    # NIC) arrives CHECKSUM_PARTIAL, its checksum field holding only the pseudo-header sum (spec 6,
-    # gotcha 1), and telling those apart needs PACKET_AUXDATA on every read. The IPv4 header
-    # checksum is always complete and is checked; the DHCP codec rejects what does not parse.
-    payload = frame[udp_at + _UDP_LENGTH : udp_at + length]
+    # The UDP checksum is not verified (see parse_udp_frame: CHECKSUM_PARTIAL frames over veth);
+    # the IPv4 header checksum is, and the DHCP codec rejects what does not parse.
     return Received(payload, src_mac, dst_mac, src_ip, dst_ip, src_port)
 
 
 def build_frame(src_mac: bytes, src_ip: bytes, reply: Outgoing, ident: int = 0) -> bytes:
     """Ethernet + IPv4 + UDP around ``reply.payload``, from ``src_ip``:67, checksums computed."""
-    payload = reply.payload
-    dst_ip = reply.dst_ip
-    udp_length = _UDP_LENGTH + len(payload)
-    ip_header = bytearray(
-        _IP.pack(0x45, _TOS, _IP_LENGTH + udp_length, ident & 0xFFFF, 0, _TTL, PROTO_UDP, 0, src_ip, dst_ip)
+    return build_udp_frame(
+        reply.dst_mac,
+        src_mac,
+        src_ip,
+        reply.dst_ip,
+        SERVER_PORT,
+        reply.dst_port,
+        reply.payload,
+        ident,
+        _TOS,
+        _TTL,
     )
-    _CHECKSUM.pack_into(ip_header, 10, internet_checksum(ip_header))
-    udp = bytearray(_UDP.pack(SERVER_PORT, reply.dst_port, udp_length, 0))
-    udp += payload
-    _CHECKSUM.pack_into(udp, 6, udp_wire_checksum(transport_checksum(src_ip, dst_ip, PROTO_UDP, udp)))
-    return _ETH.pack(reply.dst_mac, src_mac, ETHERTYPE_IPV4) + bytes(ip_header) + bytes(udp)
 
 
 class DhcpPort:
