@@ -32,6 +32,8 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from dataplane.wire import _select
+
 from .events import (
     INFINITE,
     LEASE_TRANSITIONS,
@@ -46,7 +48,7 @@ from .events import (
     QuarantineEnded,
 )
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from .pool import Pool, int_to_ip, ip_to_int
 else:

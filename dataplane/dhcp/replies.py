@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dataplane.wire import _select
+
 from .events import Reply
 from .options import (
     ACK,
@@ -54,7 +56,7 @@ from .options import (
     SUBNET_MASK,
 )
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from dataplane.wire.buffer import Buffer
     from dataplane.wire.dhcp import (

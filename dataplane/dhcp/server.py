@@ -57,6 +57,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dataplane.wire import _select
 from dataplane.wire.errors import MalformedPacket
 
 from .events import (
@@ -89,7 +90,7 @@ from .options import (
     SERVER_ID,
 )
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from dataplane.wire.buffer import Buffer
     from dataplane.wire.dhcp import (

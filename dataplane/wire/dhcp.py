@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from . import _select
 from .errors import MalformedPacket
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from .buffer import Buffer
     from .dns import _label, read_dns_name

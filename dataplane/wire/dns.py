@@ -29,9 +29,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import _select
 from .errors import MalformedPacket
 
-COMPILED = __name__.rpartition(".")[2].startswith("_")
+COMPILED = _select.is_compiled(__name__)  # this source also builds the compiled twin
 if TYPE_CHECKING or not COMPILED:
     from .buffer import Buffer
 else:
