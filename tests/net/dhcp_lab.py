@@ -119,8 +119,7 @@ class DhcpLab:
 
     def build(self, clients: int) -> None:
         self.server_ns = self.net.namespace("s")
-        self.net.run(self.server_ns, ["ip", "link", "add", BRIDGE, "type", "bridge"])
-        self.net.run(self.server_ns, ["ip", "link", "set", BRIDGE, "up"])
+        self.net.bridge(self.server_ns, BRIDGE)
         self.net.address(self.server_ns, BRIDGE, f"{SERVER}/{PREFIX}")
         for _ in range(clients):
             self.add_client()
@@ -130,7 +129,7 @@ class DhcpLab:
         ns = self.net.namespace(f"c{i}")
         port = f"p{i}"
         self.net.veth(ns, CLIENT_DEV, self.server_ns, port)
-        self.net.run(self.server_ns, ["ip", "link", "set", port, "master", BRIDGE])
+        self.net.enslave(self.server_ns, port, BRIDGE)
         if address is not None:
             self.net.address(ns, CLIENT_DEV, f"{address}/{PREFIX}")
         self.clients.append(ns)
