@@ -9,7 +9,7 @@ BENCH_OUT ?= benchmarks/results
 
 help:
 	@echo "make setup  install Debian packages and .venv (idempotent; root on Debian 12)"
-	@echo "make test   setup, lint, then the whole suite twice: compiled and pure-Python"
+	@echo "make test   setup, lint, the whole suite compiled, then the unit and net tiers pure-Python"
 	@echo "make lint   ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  run every benchmark scenario, JSON into $(BENCH_OUT)/"
 	@echo "make image  build the busybox test image into build/images/ (webspaces images serve --backend directory:build/images)"
@@ -34,8 +34,9 @@ format: setup
 test-compiled: build
 	$(PYTEST) -p no:cacheprovider
 
+# The twins matter in the unit and net tiers; the LXD and e2e tiers run once, compiled.
 test-pure: setup
-	WEBSPACES_NO_EXTENSIONS=1 $(PYTEST) -p no:cacheprovider
+	WEBSPACES_NO_EXTENSIONS=1 $(PYTEST) -p no:cacheprovider -m "not lxd and not e2e"
 
 test: lint test-compiled test-pure
 
