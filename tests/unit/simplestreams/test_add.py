@@ -2,7 +2,7 @@
 directory backend with the names, sidecars and atomicity of a build (spec/simplestreams.md §1.5,
 §3.3, §6), and the directory backend then serves them with the fingerprint LXD computes.
 
-Real files throughout: meta tarballs from tests/simplestreams_files.py and from the builder, squashfs
+Real files throughout: meta tarballs from simplestreams/synthetic.py and from the builder, squashfs
 images from mksquashfs, rootfs tarballs from tarfile. No pytest-asyncio: ``asyncio.run`` per index.
 """
 

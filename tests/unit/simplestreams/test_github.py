@@ -3,7 +3,7 @@
 
 Every test starts :mod:`tests.github_replay` on 127.0.0.1 (a port the OS picks) and points a
 :class:`~simplestreams.github.GitHubBackend` at it; the assets are real meta tarballs and squashfs
-images from :mod:`tests.simplestreams_files`. No pytest-asyncio: each test drives its own event loop
+images from :mod:`simplestreams.synthetic`. No pytest-asyncio: each test drives its own event loop
 with :func:`run`, bounded in time.
 """
 
