@@ -38,17 +38,15 @@ from pathlib import Path
 import yaml
 
 from .arch import kernel_arch
+from .command import run_command, standalone
 from .errors import ConfigError, SimplestreamsError
+from .progress import BarProgress, LineProgress, Progress, SilentProgress, progress_for
 from .publish import (
     DEBIAN_ARCH,
     FIRST_VERSION,
     TEMP_PREFIX,
     ArchFiles,
-    BarProgress,
     BuiltImage,
-    LineProgress,
-    Progress,
-    SilentProgress,
     check_name,
     check_publishable,
     check_version,
@@ -59,18 +57,17 @@ from .publish import (
     image_directory,
     meta_name,
     next_version,
-    progress_for,
     publish_staged,
     published_versions,
     rootfs_name,
     rootfs_sidecar_name,
-    run_command,
     staging,
     write_file,
 )
 from .versions import version_key
 
-# The names tests and callers know from this module; they live in .publish, shared with `images add`.
+# The names tests and callers know from this module; some live in .publish and .progress, shared with
+# `images add`.
 __all__ = [
     "COMPRESSIONS",
     "DEBIAN_ARCH",
@@ -129,7 +126,11 @@ def creation_time(creation_date: datetime | None) -> tuple[datetime, bool]:
         epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
         if epoch:
             if not epoch.isdigit() or int(epoch) > _MAX_EPOCH:
-                raise ConfigError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in 0..{_MAX_EPOCH}")
+                raise ConfigError(
+                    "creation_date",
+                    f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in 0..{_MAX_EPOCH}",
+                    "SOURCE_DATE_EPOCH",
+                )
             creation_date = datetime.fromtimestamp(int(epoch), UTC)
         else:
             creation_date, fixed = datetime.now(UTC), False
@@ -137,7 +138,9 @@ def creation_time(creation_date: datetime | None) -> tuple[datetime, bool]:
         creation_date = creation_date.replace(tzinfo=UTC)
     created = creation_date.astimezone(UTC).replace(microsecond=0)
     if not 0 <= int(created.timestamp()) <= _MAX_EPOCH:
-        raise ConfigError(f"creation date {created.isoformat()} is outside 1970-01-01..2106-02-07")
+        raise ConfigError(
+            "creation_date", f"creation date {created.isoformat()} is outside 1970-01-01..2106-02-07"
+        )
     return created, fixed
 
 
@@ -148,7 +151,7 @@ def collect_templates(template_dir: Path) -> list[tuple[str, str, bytes]]:
     tarball the template is ``templates/etc-hostname.tpl`` (flat, as distrobuilder writes them).
     """
     if not template_dir.is_dir():
-        raise ConfigError(f"template directory {str(template_dir)!r} is not a directory")
+        raise ConfigError("template_dir", f"template directory {str(template_dir)!r} is not a directory")
     found: list[tuple[str, str, bytes]] = []
     flat_names: dict[str, str] = {}
     for path in sorted(template_dir.rglob("*")):
@@ -158,17 +161,20 @@ def collect_templates(template_dir: Path) -> list[tuple[str, str, bytes]]:
             continue
         if not stat.S_ISREG(mode) or not relative.endswith(".tpl") or relative == ".tpl":
             raise ConfigError(
+                "template_dir",
                 f"template {relative!r}: every entry of the template directory must be a regular "
-                "file named <target path>.tpl"
+                "file named <target path>.tpl",
             )
         target = "/" + relative.removesuffix(".tpl")
         flat = relative.replace("/", "-")
         if flat in flat_names:
-            raise ConfigError(f"templates {flat_names[flat]!r} and {relative!r} flatten to the same name")
+            raise ConfigError(
+                "template_dir", f"templates {flat_names[flat]!r} and {relative!r} flatten to the same name"
+            )
         flat_names[flat] = relative
         found.append((target, flat, path.read_bytes()))
     if not found:
-        raise ConfigError(f"template directory {str(template_dir)!r} holds no *.tpl file")
+        raise ConfigError("template_dir", f"template directory {str(template_dir)!r} holds no *.tpl file")
     return found
 
 
@@ -323,14 +329,16 @@ def build_image(
     arch = host_arch() if arch is None else arch
     kernel_arch(arch)
     if compression not in COMPRESSIONS:
-        raise ConfigError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+        raise ConfigError(
+            "compression", f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}"
+        )
     if not 1 <= expiry_days <= MAX_EXPIRY_DAYS:
-        raise ConfigError(f"expiry of {expiry_days} days: it must be 1 to {MAX_EXPIRY_DAYS}")
+        raise ConfigError("expiry_days", f"expiry of {expiry_days} days: it must be 1 to {MAX_EXPIRY_DAYS}")
     created, reproducible = creation_time(creation_date)
     if not rootfs.exists():
-        raise ConfigError(f"rootfs directory {str(rootfs)!r} does not exist")
+        raise ConfigError("rootfs", f"rootfs directory {str(rootfs)!r} does not exist")
     if not rootfs.is_dir():
-        raise ConfigError(f"rootfs {str(rootfs)!r} is not a directory")
+        raise ConfigError("rootfs", f"rootfs {str(rootfs)!r} is not a directory")
     mksquashfs = shutil.which("mksquashfs")
     if mksquashfs is None:
         raise SimplestreamsError("mksquashfs not found on PATH (Debian: apt-get install squashfs-tools)")
@@ -502,7 +510,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``webspaces images build``; see :func:`.publish.run_command` for the exit status and output."""
+    """``webspaces images build``; see :func:`.command.run_command` for the exit status and output."""
     return run_command(
         "build",
         lambda progress: build_image(
@@ -527,13 +535,14 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m simplestreams.builder``), the same as the subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="webspaces images build",
-        description="Pack ROOTFS_DIR into a split LXD image (metadata tarball + squashfs) and publish "
-        "it into a directory backend as DIR/NAME/v<version>/.",
+    return standalone(
+        "webspaces images build",
+        "Pack ROOTFS_DIR into a split LXD image (metadata tarball + squashfs) and publish it into a "
+        "directory backend as DIR/NAME/v<version>/.",
+        add_arguments,
+        run,
+        argv,
     )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -110,11 +110,25 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m simplestreams.command``), the same as ``images add``."""
-    parser = argparse.ArgumentParser(
-        prog="webspaces images add",
-        description="Publish a split LXD image built elsewhere (META ROOTFS) into a directory backend "
-        "as DIR/NAME/v<version>/.",
+    return standalone(
+        "webspaces images add",
+        "Publish a split LXD image built elsewhere (META ROOTFS) into a directory backend as "
+        "DIR/NAME/v<version>/.",
+        add_arguments,
+        run,
+        argv,
     )
+
+
+def standalone(
+    prog: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """A subcommand run on its own (``python -m``): its arguments parsed from ``argv``, then ``run``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -8,13 +8,17 @@ it becomes a :class:`~simplestreams.model.Skip`, is logged once and counted, and
 
 from __future__ import annotations
 
+import program.config
+
 
 class SimplestreamsError(Exception):
     """Root of every error this package raises on purpose."""
 
 
-class ConfigError(SimplestreamsError, ValueError):
-    """Bad configuration (a flag, a YAML key, an environment variable): the message names it."""
+class ConfigError(program.config.ConfigError, SimplestreamsError):
+    """Bad configuration (a flag, a YAML key, an argument, an environment variable): the one
+    :class:`program.config.ConfigError` (``key``, ``message``, ``origin``; a ValueError), also caught
+    as a SimplestreamsError by the commands that answer any of ours with one message."""
 
 
 class RequestError(SimplestreamsError):

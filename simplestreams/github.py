@@ -523,9 +523,9 @@ class GitHubBackend:
     ) -> None:
         parts = urlsplit(api_base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise errors.ConfigError(f"github API base {api_base!r} is not an http(s) URL")
+            raise errors.ConfigError("github_api", f"github API base {api_base!r} is not an http(s) URL")
         if ttl <= 0 or timeout <= 0:
-            raise errors.ConfigError("github ttl and timeout must be positive")
+            raise errors.ConfigError("ttl", "github ttl and timeout must be positive")
         self.api_base = api_base.rstrip("/")
         self._origin = (parts.scheme, parts.netloc.lower())
         self._asset_path = re.compile(
@@ -542,7 +542,7 @@ class GitHubBackend:
             for entry in allow:
                 owner, slash, repo = entry.strip().partition("/")
                 if not slash or not valid_repository(owner, repo):
-                    raise errors.ConfigError(f"github allow-list entry {entry!r} is not OWNER/REPO")
+                    raise errors.ConfigError("allow", f"github allow-list entry {entry!r} is not OWNER/REPO")
                 entries.add(f"{owner}/{repo}".lower())
             self.allow = frozenset(entries)
         self.options = options if options is not None else CatalogOptions()

@@ -52,7 +52,7 @@ import struct
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +64,7 @@ from . import model
 from .arch import kernel_arch
 from .errors import BadMetadataError, BadTagError, ConfigError, SimplestreamsError, TruncatedFileError
 from .meta import MAX_MEMBERS, MAX_TAR_BYTES, parse_meta
-from .progress import BarProgress, LineProgress, Progress, SilentProgress, progress_for
+from .progress import Progress, SilentProgress
 from .resolve import ASSET_NAMES, META_LIMIT, SQUASHFS_HEAD
 from .versions import parse_semver, parse_tag
 
@@ -490,7 +490,7 @@ def _make_dirs(path: Path) -> list[Path]:
                 continue
             created.append(directory)
         if not path.is_dir():
-            raise ConfigError(f"{str(path)!r} is not a directory")
+            raise ConfigError("into", f"{str(path)!r} is not a directory")
     except BaseException:
         for directory in reversed(created):
             with contextlib.suppress(OSError):
@@ -552,10 +552,11 @@ def read_meta(path: Path) -> tuple[bytes, model.Metadata]:
         with path.open("rb") as handle:
             names = _member_names(handle, SCAN_MEMBERS, MAX_TAR_BYTES)
         if _unified(names):
-            raise ConfigError(f"META {str(path)!r}: {_UNIFIED_HINT}")
+            raise ConfigError("meta", f"META {str(path)!r}: {_UNIFIED_HINT}")
         raise ConfigError(
+            "meta",
             f"META {str(path)!r} is {size} bytes, more than a meta tarball may be ({META_LIMIT}; the "
-            "server skips larger ones)"
+            "server skips larger ones)",
         )
     with path.open("rb") as handle:
         data = handle.read(META_LIMIT + 1)
@@ -564,14 +565,14 @@ def read_meta(path: Path) -> tuple[bytes, model.Metadata]:
     except BadMetadataError as exc:
         if data.startswith(_SQUASHFS_MAGIC):
             raise ConfigError(
-                f"META {str(path)!r} is a squashfs: the arguments are META ROOTFS, meta tarball first"
+                "meta", f"META {str(path)!r} is a squashfs: the arguments are META ROOTFS, meta tarball first"
             ) from None
         if _unified(_member_names(io.BytesIO(data), SCAN_MEMBERS, MAX_TAR_BYTES)):
-            raise ConfigError(f"META {str(path)!r}: {_UNIFIED_HINT}") from None
+            raise ConfigError("meta", f"META {str(path)!r}: {_UNIFIED_HINT}") from None
         raise BadMetadataError(f"META {str(path)!r} is not an LXD meta tarball: {exc}") from None
     # parse_meta read the whole stream within the budget, so this scan is bounded by it as well.
     if _unified(_member_names(io.BytesIO(data), MAX_MEMBERS, MAX_TAR_BYTES)):
-        raise ConfigError(f"META {str(path)!r}: {_UNIFIED_HINT}")
+        raise ConfigError("meta", f"META {str(path)!r}: {_UNIFIED_HINT}")
     return data, metadata
 
 
@@ -598,18 +599,20 @@ def inspect_rootfs(path: Path) -> RootfsFile:
         handle.seek(0)
         names = _member_names(handle, SCAN_MEMBERS, MAX_TAR_BYTES)
     if _unified(names):
-        raise ConfigError(f"ROOTFS {str(path)!r}: {_UNIFIED_HINT}")
+        raise ConfigError("rootfs", f"ROOTFS {str(path)!r}: {_UNIFIED_HINT}")
     if any(_strip(name) == "metadata.yaml" for name in names):
         raise ConfigError(
-            f"ROOTFS {str(path)!r} is a meta tarball: the arguments are META ROOTFS, meta tarball first"
+            "rootfs",
+            f"ROOTFS {str(path)!r} is a meta tarball: the arguments are META ROOTFS, meta tarball first",
         )
     if head.startswith(_XZ_MAGIC):
         if not names:
-            raise ConfigError(f"ROOTFS {str(path)!r} is xz-compressed but not a tar archive")
+            raise ConfigError("rootfs", f"ROOTFS {str(path)!r} is xz-compressed but not a tar archive")
         return RootfsFile(path, "root.tar.xz", info.st_size, identity)
     raise ConfigError(
+        "rootfs",
         f"ROOTFS {str(path)!r} is neither a squashfs nor an xz-compressed tar (rootfs.squashfs or "
-        "rootfs.tar.xz)"
+        "rootfs.tar.xz)",
     )
 
 
@@ -622,8 +625,9 @@ def image_arch(metadata: model.Metadata, arch: str | None) -> str:
         return DEBIAN_ARCH.get(meta_kernel, meta_kernel)
     if kernel_arch(arch) != meta_kernel:
         raise ConfigError(
+            "arch",
             f"--arch {arch} ({kernel_arch(arch)}) disagrees with metadata.yaml's architecture "
-            f"{metadata.architecture!r} ({meta_kernel})"
+            f"{metadata.architecture!r} ({meta_kernel})",
         )
     return arch
 
@@ -711,9 +715,9 @@ def _regular_file(path: Path, role: str) -> os.stat_result:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{role} {str(path)!r} does not exist") from None
+        raise ConfigError(role.lower(), f"{role} {str(path)!r} does not exist") from None
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{role} {str(path)!r} is not a regular file")
+        raise ConfigError(role.lower(), f"{role} {str(path)!r} is not a regular file")
     return info
 
 
@@ -776,14 +780,6 @@ def _unified(names: Sequence[str]) -> bool:
     return any(_strip(name) == "rootfs" or _strip(name).startswith("rootfs/") for name in names)
 
 
-def run_command(command: str, publish: Callable[[Progress | None], BuiltImage], *, quiet: bool) -> int:
-    """:func:`.command.run_command`, for simplestreams.builder, which imports it from here."""
-    from .command import run_command as run  # noqa: PLC0415 - .command imports this module
-
-    return run(command, publish, quiet=quiet)
-
-
-# The progress names are exported for simplestreams.builder, which imports them from this module.
 __all__ = [
     "DEBIAN_ARCH",
     "FIRST_VERSION",
@@ -791,12 +787,8 @@ __all__ = [
     "SCAN_MEMBERS",
     "TEMP_PREFIX",
     "ArchFiles",
-    "BarProgress",
     "BuiltImage",
-    "LineProgress",
-    "Progress",
     "RootfsFile",
-    "SilentProgress",
     "add_image",
     "already_published",
     "check_name",
@@ -812,13 +804,11 @@ __all__ = [
     "inspect_rootfs",
     "meta_name",
     "next_version",
-    "progress_for",
     "publish_staged",
     "published_versions",
     "read_meta",
     "rootfs_name",
     "rootfs_sidecar_name",
-    "run_command",
     "staging",
     "write_file",
 ]

@@ -416,10 +416,12 @@ def create_app(
     """The ASGI app and its shared state (the listener needs the state's fast cache)."""
     bases = [mount.base for mount in directories]
     if len(set(bases)) != len(bases):
-        raise errors.ConfigError(f"two directory backends share a base path: {bases}")
+        raise errors.ConfigError("backends", f"two directory backends share a base path: {bases}")
     for mount in directories:
         if mount.base and (not mount.base.startswith("/") or mount.base.endswith("/")):
-            raise errors.ConfigError(f"base path {mount.base!r} must start with '/' and not end with one")
+            raise errors.ConfigError(
+                "base_path", f"base path {mount.base!r} must start with '/' and not end with one"
+            )
     if github is not None and any(not mount.base for mount in directories):
         log.warning("a directory backend mounted at / beside GitHub: mount it under a prefix such as /local")
     state = ServerState(

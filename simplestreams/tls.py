@@ -141,6 +141,6 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS certificate {cert} / key {key}: {exc}") from exc
+        raise ConfigError("tls_cert", f"cannot load the TLS certificate {cert} / key {key}: {exc}") from exc
     context.set_alpn_protocols(["http/1.1"])
     return context
