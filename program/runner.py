@@ -57,10 +57,14 @@ async def until_stopped(stop: asyncio.Event, *components: Component) -> str | No
             await stopper
 
 
-def run_until_signalled(program: Program) -> int:
+def run_until_signalled(
+    program: Program, *, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> int:
     """``open()``, then ``run()`` until SIGTERM or SIGINT, then ``close()`` whatever happened.
 
-    Returns ``run()``'s exit status; an exception from ``open()`` propagates after ``close()``.
+    ``run()`` runs on a new loop from ``loop_factory`` (``uvloop.new_event_loop``), asyncio's own
+    by default. Returns ``run()``'s exit status; an exception from ``open()`` propagates after
+    ``close()``.
     """
     try:
         program.open()
@@ -76,7 +80,9 @@ def run_until_signalled(program: Program) -> int:
         return await program.run(stop)
 
     try:
-        return asyncio.run(serve())
+        # asyncio.run(), with the loop's factory chosen (asyncio.run takes none before Python 3.12)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve())
     finally:
         program.close()
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import signal
 import ssl
 import weakref
 from collections.abc import Mapping
@@ -21,6 +20,8 @@ from typing import Any
 
 import uvicorn
 import uvicorn.server
+
+from program.runner import run_until_signalled
 
 from . import tls
 from .catalog import CatalogOptions
@@ -168,24 +169,34 @@ class ImageService:
                 log.warning("could not save the hash cache: %s", exc)
 
 
-async def _serve(config: ImagesConfig) -> int:
-    service = ImageService(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await service.start()
-    except SimplestreamsError as exc:  # a bad certificate, an unreadable directory, a port in use ...
+class _Serve:
+    """``serve`` as a :class:`program.runner.Program`. Everything the service opens needs its loop
+    (the backends index on it, the listeners are its servers), so ``open()`` and ``close()`` have
+    nothing to do and ``run()`` starts the service, waits for the signal and stops it."""
+
+    def __init__(self, config: ImagesConfig) -> None:
+        self.config = config
+
+    def open(self) -> None:
+        pass
+
+    async def run(self, stop: asyncio.Event) -> int:
+        service = ImageService(self.config)
+        try:
+            await service.start()
+        except SimplestreamsError as exc:  # a bad certificate, an unreadable directory, a port in use ...
+            await service.stop()
+            raise ServiceError(str(exc)) from None
+        await stop.wait()
+        log.info("stopping")
         await service.stop()
-        raise ServiceError(str(exc)) from None
-    await stop.wait()
-    log.info("stopping")
-    await service.stop()
-    return 0
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def main(config: ImagesConfig) -> int:
     import uvloop  # noqa: PLC0415
 
-    return uvloop.run(_serve(config))
+    return run_until_signalled(_Serve(config), loop_factory=uvloop.new_event_loop)

@@ -62,6 +62,24 @@ def test_run_until_signalled_runs_until_sigterm_and_closes() -> None:
     assert program.calls == ["open", "run", "close"]
 
 
+def test_run_until_signalled_runs_on_the_loop_factorys_loop() -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loops.append(asyncio.new_event_loop())
+        return loops[-1]
+
+    class OnLoop(Program):
+        async def run(self, stop: asyncio.Event) -> int:
+            assert asyncio.get_running_loop() is loops[0]
+            return await super().run(stop)
+
+    program = OnLoop()
+    assert run_until_signalled(program, loop_factory=factory) == 3
+    assert program.calls == ["open", "run", "close"]
+    assert len(loops) == 1 and loops[0].is_closed()
+
+
 def test_an_open_error_closes_and_propagates() -> None:
     program = Program(fail_open=True)
     with pytest.raises(FailedError):
