@@ -28,6 +28,7 @@ import ipaddress
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LabError", "NetLab", "can_run", "in_namespace", "stop_process", "wait_for"]
+__all__ = ["LabError", "NetLab", "can_run", "in_namespace", "run_in", "stop_process", "wait_for"]
 
 NETNS_DIR = "/run/netns"  # where ip-netns(8) and pyroute2 keep the namespaces' bind mounts
 NAME_MAX = 15  # IFNAMSIZ - 1: the longest interface name; namespaces get the same limit
@@ -291,6 +292,74 @@ class NetLab:
             lambda: self.ipr(ns).link("set", index=index, master=master_index),
         )
 
+    def vxlan(
+        self,
+        ns: str,
+        dev: str,
+        *,
+        vni: int,
+        local: str,
+        link: str,
+        port: int = 4789,
+        mtu: int | None = None,
+        mac: str | None = None,
+    ) -> None:
+        """A kernel VXLAN device (RFC 7348) ``dev`` in ``ns`` on ``link``, left down: the attributes
+        ``ip link add DEV type vxlan id VNI local LOCAL dstport PORT dev LINK`` sends (learning on,
+        the rest the kernel's defaults), with the MTU and MAC address if given."""
+        spec: dict[str, Any] = {
+            "ifname": dev,
+            "kind": "vxlan",
+            "vxlan_id": vni,
+            "vxlan_local": local,
+            "vxlan_port": port,
+            "vxlan_link": self.index(ns, link),
+            "vxlan_learning": 1,
+        }
+        if mtu is not None:
+            spec["mtu"] = mtu
+        if mac is not None:
+            spec["address"] = mac
+        self._netlink(f"creating vxlan {dev} in {ns}", lambda: self.ipr(ns).link("add", **spec))
+
+    def fdb_append(self, ns: str, dev: str, mac: str, dst: str) -> None:
+        """Append a forwarding entry ``mac`` -> remote ``dst`` to VXLAN ``dev`` (all zeros: the
+        default destination, which floods to every such entry), as ``bridge fdb append`` does:
+        permanent, on the device itself."""
+        index = self.index(ns, dev)
+        self._netlink(
+            f"appending {mac} dst {dst} to the fdb of {dev} in {ns}",
+            lambda: self.ipr(ns).fdb("append", ifindex=index, lladdr=mac, dst=dst),
+        )
+
+    def delete_link(self, ns: str | None, dev: str) -> None:
+        """Delete link ``dev`` in ``ns``; LabError if there is none."""
+        index = self.index(ns, dev)
+        self._netlink(f"deleting {dev} in {ns}", lambda: self.ipr(ns).link("del", index=index))
+
+    def flush_neighbours(self, ns: str) -> None:
+        """Forget the IPv4/IPv6 neighbours ``ns`` has learned, as ``ip neigh flush all`` does: the
+        permanent and NOARP entries stay, and so do entries without a state."""
+        from pyroute2 import NetlinkError  # noqa: PLC0415
+        from pyroute2.netlink.rtnl.ndmsg import NUD_NOARP, NUD_PERMANENT  # noqa: PLC0415
+
+        keep = NUD_PERMANENT | NUD_NOARP
+        ipr = self.ipr(ns)
+
+        def flush() -> None:
+            for entry in ipr.neigh("dump"):
+                if entry["family"] not in (socket.AF_INET, socket.AF_INET6) or not entry["state"] & ~keep:
+                    continue
+                with contextlib.suppress(NetlinkError):  # gone since the dump
+                    ipr.neigh(
+                        "del",
+                        family=entry["family"],
+                        ifindex=entry["ifindex"],
+                        dst=entry.get_attr("NDA_DST"),
+                    )
+
+        self._netlink(f"flushing the neighbours in {ns}", flush)
+
     def address(self, ns: str, dev: str, cidr: str) -> None:
         """Add ``cidr`` (``address/prefix``) to ``dev`` in ``ns`` (no broadcast, as ``ip addr add``)."""
         interface = ipaddress.ip_interface(cidr)
@@ -338,23 +407,7 @@ class NetLab:
     def _run(
         ns: str | None, argv: Sequence[str], timeout: float, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        if ns is not None and not os.path.exists(f"{NETNS_DIR}/{ns}"):
-            return subprocess.CompletedProcess(list(argv), 255, "", f"no namespace {ns}")
-        try:
-            return subprocess.run(
-                list(argv),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                env=env,
-                preexec_fn=None if ns is None else in_namespace(ns),
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            if isinstance(exc, subprocess.TimeoutExpired):
-                raise
-            # What ip netns exec reports when it cannot exec: status 255 and the reason.
-            return subprocess.CompletedProcess(list(argv), 255, "", f"{argv[0]}: {exc}")
+        return run_in(ns, argv, timeout, env=env)
 
     def spawn(
         self,
@@ -389,6 +442,30 @@ class NetLab:
                 out.close()
         self.processes.append(process)
         return process
+
+
+def run_in(
+    ns: str | None, argv: Sequence[str], timeout: float = 30, *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside namespace ``ns`` (None: this one) and return how it went, as
+    :meth:`NetLab.try_run` does, for code that holds a namespace's name but not its lab."""
+    if ns is not None and not os.path.exists(f"{NETNS_DIR}/{ns}"):
+        return subprocess.CompletedProcess(list(argv), 255, "", f"no namespace {ns}")
+    try:
+        return subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+            preexec_fn=None if ns is None else in_namespace(ns),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise
+        # What ip netns exec reports when it cannot exec: status 255 and the reason.
+        return subprocess.CompletedProcess(list(argv), 255, "", f"{argv[0]}: {exc}")
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:

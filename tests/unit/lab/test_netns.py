@@ -5,15 +5,18 @@ first, then namespaces), stopping processes by pid, failures reported as LabErro
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyroute2 import NetlinkError
 
 from webspaces.lab import netns
-from webspaces.lab.netns import LabError, NetLab, can_run, stop_process, wait_for
+from webspaces.lab.netns import LabError, NetLab, can_run, run_in, stop_process, wait_for
 
 
 def test_names_carry_a_prefix_unique_per_process_and_lab() -> None:
@@ -91,3 +94,107 @@ def test_running_in_a_missing_namespace_is_reported(tmp_path: Path) -> None:
     assert lab.sh([sys.executable, "-c", "print('here')"]).strip() == "here"
     with pytest.raises(LabError, match=r"failed \(3\)"):
         lab.sh([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_run_in_is_try_run_without_a_lab() -> None:
+    missing = NetLab("wt").name("zz")
+    result = run_in(missing, ["true"])
+    assert result.returncode == 255 and missing in result.stderr
+    here = run_in(
+        None, [sys.executable, "-c", "import os; print(os.environ['W']); raise SystemExit(4)"], env={"W": "x"}
+    )
+    assert (here.returncode, here.stdout.strip()) == (4, "x")
+    absent = run_in(None, ["/nonexistent/program"])
+    assert absent.returncode == 255 and absent.stderr.startswith("/nonexistent/program: ")
+
+
+class _Neighbour(dict[str, int]):
+    def __init__(self, family: int, state: int, ifindex: int, dst: str) -> None:
+        super().__init__(family=family, state=state, ifindex=ifindex)
+        self.dst = dst
+
+    def get_attr(self, name: str) -> str:
+        assert name == "NDA_DST"
+        return self.dst
+
+
+class _FakeIpr:
+    """The few IPRoute calls the lab makes, recorded; links by name, neighbours as dumped."""
+
+    def __init__(self, links: dict[str, int], neighbours: list[_Neighbour] | None = None) -> None:
+        self.links = links
+        self.neighbours = neighbours or []
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def link_lookup(self, ifname: str) -> list[int]:
+        return [self.links[ifname]] if ifname in self.links else []
+
+    def link(self, command: str, **spec: Any) -> None:
+        if spec.get("ifname") == "refused":
+            raise NetlinkError(17, "File exists")
+        self.calls.append(("link", command, spec))
+
+    def fdb(self, command: str, **spec: Any) -> None:
+        self.calls.append(("fdb", command, spec))
+
+    def neigh(self, command: str, **spec: Any) -> list[_Neighbour]:
+        if command == "dump":
+            return self.neighbours
+        if spec["dst"] == "192.0.2.9":
+            raise NetlinkError(2, "No such file or directory")  # went away since the dump
+        self.calls.append(("neigh", command, spec))
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_vxlan_fdb_and_delete_send_what_ip_and_bridge_would() -> None:
+    lab = NetLab("wt")
+    ipr = _FakeIpr({"v0": 7, "vx0": 8})
+    lab._sockets["ns"] = ipr
+    lab.vxlan("ns", "vx0", vni=4242, local="192.0.2.1", link="v0", mtu=1450, mac="02:00:5e:10:00:01")
+    lab.fdb_append("ns", "vx0", "00:00:00:00:00:00", "192.0.2.2")
+    lab.delete_link("ns", "vx0")
+    vxlan = {"ifname": "vx0", "kind": "vxlan", "vxlan_id": 4242, "vxlan_local": "192.0.2.1"}
+    vxlan |= {
+        "vxlan_port": 4789,
+        "vxlan_link": 7,
+        "vxlan_learning": 1,
+        "mtu": 1450,
+        "address": "02:00:5e:10:00:01",
+    }
+    assert ipr.calls == [
+        ("link", "add", vxlan),
+        ("fdb", "append", {"ifindex": 8, "lladdr": "00:00:00:00:00:00", "dst": "192.0.2.2"}),
+        ("link", "del", {"index": 8}),
+    ]
+    with pytest.raises(LabError, match="no link gone"):
+        lab.delete_link("ns", "gone")
+    with pytest.raises(LabError, match="creating vxlan refused in ns failed"):
+        lab.vxlan("ns", "refused", vni=1, local="192.0.2.1", link="v0")
+    lab.close()
+
+
+def test_flush_neighbours_forgets_the_learned_ones_as_ip_neigh_flush_all() -> None:
+    lab = NetLab("wt")
+    reachable, stale, permanent, noarp = 0x02, 0x04, 0x80, 0x40
+    ipr = _FakeIpr(
+        {},
+        [
+            _Neighbour(socket.AF_INET, reachable, 3, "192.0.2.2"),
+            _Neighbour(socket.AF_INET, permanent, 3, "192.0.2.3"),
+            _Neighbour(socket.AF_INET, noarp, 3, "192.0.2.4"),
+            _Neighbour(socket.AF_INET, 0, 3, "192.0.2.5"),
+            _Neighbour(socket.AF_INET, stale, 3, "192.0.2.9"),
+            _Neighbour(socket.AF_INET6, stale, 4, "2001:db8::2"),
+            _Neighbour(socket.AF_BRIDGE, reachable, 5, "192.0.2.2"),  # an fdb entry, not a neighbour
+        ],
+    )
+    lab._sockets["ns"] = ipr
+    lab.flush_neighbours("ns")
+    assert ipr.calls == [
+        ("neigh", "del", {"family": socket.AF_INET, "ifindex": 3, "dst": "192.0.2.2"}),
+        ("neigh", "del", {"family": socket.AF_INET6, "ifindex": 4, "dst": "2001:db8::2"}),
+    ]
+    lab.close()
