@@ -2,14 +2,17 @@
 
 Underlay 192.0.2.1/.2 on the veth; overlay 198.51.100.1/.2 (MTU 1450) either on our TAP driven by a
 pump runner (``tests.net.pump_runner``) in each namespace, or on a kernel VXLAN device (the
-reference, with its default offloads). Every name carries a per-run prefix; :meth:`IoLab.close`
-removes what was created and stops only the processes started here.
+reference, with its default offloads). The namespaces, the veth and the processes belong to a
+:class:`webspaces.lab.netns.NetLab`, so every name carries a per-run prefix and :meth:`IoLab.close`
+removes what was created and stops only the processes started here, even after a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webspaces.lab.netns import LabError, NetLab, run_in, stop_process, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
+TRANSFER = ROOT / "tests" / "net" / "io_transfer.py"
 UNDERLAY = ("192.0.2.1", "192.0.2.2")
 OVERLAY = ("198.51.100.1", "198.51.100.2")
 MACS = ("02:00:5e:10:00:01", "02:00:5e:10:00:02")
@@ -26,109 +32,73 @@ VNI = 4242
 MTU = 1450
 
 
-def run(*argv: str, timeout: float = 20.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
-
-
 def in_ns(ns: str, *argv: str, timeout: float = 20.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run("ip", "netns", "exec", ns, *argv, timeout=timeout, check=check)
+    """Run ``argv`` inside ``ns``; with ``check``, CalledProcessError when it fails."""
+    result = run_in(ns, argv, timeout)
+    if check:
+        result.check_returncode()
+    return result
 
 
 @dataclass
 class IoLab:
-    tag: str = field(default_factory=lambda: f"wsi{os.getpid() % 10000}{int(time.time() * 1000) % 100:02d}")
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    net: NetLab = field(default_factory=lambda: NetLab("wi"))
+    # Pump runners: the ones started here, and any a test starts itself and hands over.
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wsio-")))
-    created: bool = False
+
+    @property
+    def tag(self) -> str:
+        return self.net.prefix
+
+    @property
+    def created(self) -> bool:
+        return bool(self.net.namespaces)
 
     @property
     def ns(self) -> tuple[str, str]:
-        return (f"{self.tag}a", f"{self.tag}b")
+        return (self.net.name("a"), self.net.name("b"))
 
     @property
     def tap(self) -> str:
-        return f"{self.tag}t"
+        return self.net.name("t")
+
+    @property
+    def veth(self) -> str:
+        return self.net.name("v")
 
     def setup(self) -> None:
-        a, b = self.ns
-        for ns in self.ns:
-            run("ip", "netns", "add", ns)
-            self.created = True
-            in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-            in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-            in_ns(ns, "ip", "link", "set", "lo", "up")
-        run(
-            "ip",
-            "link",
-            "add",
-            f"{self.tag}v",
-            "netns",
-            a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            f"{self.tag}v",
-            "netns",
-            b,
-        )
+        a, b = (self.net.namespace(suffix) for suffix in "ab")
+        self.net.veth(a, self.veth, b, self.veth)
         for ns, addr in zip(self.ns, UNDERLAY, strict=True):
-            in_ns(ns, "ip", "addr", "add", f"{addr}/24", "dev", f"{self.tag}v")
-            in_ns(ns, "ip", "link", "set", f"{self.tag}v", "up")
+            self.net.address(ns, self.veth, f"{addr}/24")
 
     # -- our overlay: a pump runner per namespace ----------------------------------------------
 
     def start_pumps(self, impl: str, *extra: str) -> None:
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
+        )
         for i, ns in enumerate(self.ns):
             ready = self.tmp / f"ready{i}"
             ready.unlink(missing_ok=True)
             argv = [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-m",
-                "tests.net.pump_runner",
-                "--tap",
-                self.tap,
-                "--local",
-                UNDERLAY[i],
-                "--peer",
-                UNDERLAY[1 - i],
-                "--address",
-                f"{OVERLAY[i]}/24",
-                "--mac",
-                MACS[i],
-                "--mtu",
-                str(MTU),
-                "--vni",
-                str(VNI),
-                "--impl",
-                impl,
-                "--ready",
-                str(ready),
-                "--stats",
-                str(self.tmp / f"stats{i}.json"),
-                "--duration",
-                "300",
-                *extra,
-            ]
-            env = dict(
-                os.environ,
-                PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
-            )
-            with open(self.tmp / f"stderr{i}", "w") as log:
-                self.procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stderr=log))
-        deadline = time.monotonic() + 15
-        for i in range(2):
-            while not (self.tmp / f"ready{i}").exists():
-                for proc in self.procs:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"pump runner exited: {self.stderr()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("pump runner did not become ready")
-                time.sleep(0.05)
+                sys.executable, "-m", "tests.net.pump_runner",
+                "--tap", self.tap, "--local", UNDERLAY[i], "--peer", UNDERLAY[1 - i],
+                "--address", f"{OVERLAY[i]}/24", "--mac", MACS[i], "--mtu", str(MTU), "--vni", str(VNI),
+                "--impl", impl, "--ready", str(ready), "--stats", str(self.tmp / f"stats{i}.json"),
+                "--duration", "300", *extra,
+            ]  # fmt: skip
+            self.procs.append(self.net.spawn(ns, argv, log=self.tmp / f"stderr{i}", env=env, cwd=ROOT))
+
+        def all_ready() -> bool:
+            if any(proc.poll() is not None for proc in self.procs):
+                raise RuntimeError(f"pump runner exited: {self.stderr()}")
+            return all((self.tmp / f"ready{i}").exists() for i in range(2))
+
+        if not wait_for(all_ready, 15):
+            raise RuntimeError("pump runner did not become ready")
 
     def stderr(self) -> str:
         return "".join(p.read_text() for p in sorted(self.tmp.glob("stderr*")))
@@ -138,15 +108,13 @@ class IoLab:
         return info
 
     def stop_pumps(self) -> list[dict[str, Any]]:
+        # SIGTERM to every pid first, so they stop together (a runner a test started itself may
+        # lead no process group); stop_process then waits and kills what is left.
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
         for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc, grace=10)
         self.procs.clear()
         stats = []
         for i in range(2):
@@ -156,151 +124,67 @@ class IoLab:
         return stats
 
     def delete_taps(self) -> None:
-        for ns in self.ns:
-            in_ns(ns, "ip", "link", "del", self.tap, check=False)
-            in_ns(ns, "ip", "neigh", "flush", "all", check=False)
+        self._delete(self.tap)
 
     # -- the reference: kernel VXLAN with default offloads --------------------------------------
 
     def start_kernel_vxlan(self) -> None:
         for i, ns in enumerate(self.ns):
             dev = f"{self.tag}x"
-            in_ns(
-                ns,
-                "ip",
-                "link",
-                "add",
-                dev,
-                "type",
-                "vxlan",
-                "id",
-                str(VNI),
-                "local",
-                UNDERLAY[i],
-                "dstport",
-                "4789",
-                "dev",
-                f"{self.tag}v",
-            )
-            in_ns(ns, "ip", "link", "set", dev, "mtu", str(MTU), "address", MACS[i])
-            in_ns(ns, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", dev, "dst", UNDERLAY[1 - i])
-            in_ns(ns, "ip", "addr", "add", f"{OVERLAY[i]}/24", "dev", dev)
-            in_ns(ns, "ip", "link", "set", dev, "up")
+            self.net.vxlan(ns, dev, vni=VNI, local=UNDERLAY[i], link=self.veth, mtu=MTU, mac=MACS[i])
+            self.net.fdb_append(ns, dev, "00:00:00:00:00:00", UNDERLAY[1 - i])
+            self.net.address(ns, dev, f"{OVERLAY[i]}/24")
+            self.net.link_up(ns, dev)
 
     def stop_kernel_vxlan(self) -> None:
+        self._delete(f"{self.tag}x")
+
+    def _delete(self, dev: str) -> None:
+        """Remove ``dev`` (if there) from both namespaces and forget their neighbours."""
         for ns in self.ns:
-            in_ns(ns, "ip", "link", "del", f"{self.tag}x", check=False)
-            in_ns(ns, "ip", "neigh", "flush", "all", check=False)
+            with contextlib.suppress(LabError):
+                self.net.delete_link(ns, dev)
+            self.net.flush_neighbours(ns)
 
     # -- traffic -------------------------------------------------------------------------------
 
     def ping(self, src: int, count: int = 3) -> bool:
-        result = in_ns(
-            self.ns[src],
-            "ping",
-            "-c",
-            str(count),
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            OVERLAY[1 - src],
-            timeout=20,
-            check=False,
-        )
-        return result.returncode == 0
+        argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", OVERLAY[1 - src]]
+        return self.net.try_run(self.ns[src], argv, timeout=20).returncode == 0
 
     def iperf(self, src: int, seconds: float = 2.0, port: int = 5201) -> float:
         """Gbit/s of one TCP stream from namespace ``src`` to the other (received side)."""
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.ns[1 - src],
-                "iperf3",
-                "-s",
-                "-1",
-                "-B",
-                OVERLAY[1 - src],
-                "-p",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        far = OVERLAY[1 - src]
+        server = self.net.spawn(self.ns[1 - src], ["iperf3", "-s", "-1", "-B", far, "-p", str(port)])
         try:
-            time.sleep(0.3)
-            result = in_ns(
-                self.ns[src],
-                "iperf3",
-                "-c",
-                OVERLAY[1 - src],
-                "-p",
-                str(port),
-                "-t",
-                str(seconds),
-                "-J",
-                timeout=seconds + 30,
-                check=False,
-            )
-            report = json.loads(result.stdout)
+            time.sleep(0.3)  # the server's listen
+            argv = ["iperf3", "-c", far, "-p", str(port), "-t", str(seconds), "-J"]
+            report = json.loads(self.net.try_run(self.ns[src], argv, timeout=seconds + 30).stdout)
             if "error" in report:
                 raise RuntimeError(f"iperf3: {report['error']}")
             return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
         finally:
-            if server.poll() is None:
-                server.terminate()
-            try:
-                server.wait(5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
+            stop_process(server)
 
     def tcp_transfer(self, src: int, size: int, port: int = 5301) -> bool:
         """Send ``size`` random bytes over one TCP connection and compare a digest on the far side."""
-        script = ROOT / "tests" / "net" / "io_transfer.py"
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.ns[1 - src],
-                sys.executable,
-                str(script),
-                "serve",
-                OVERLAY[1 - src],
-                str(port),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        far = OVERLAY[1 - src]
+        serve = [sys.executable, str(TRANSFER), "serve", far, str(port)]
+        server = self.net.spawn(self.ns[1 - src], serve, log=self.tmp / f"serve{port}.log", pipe=True)
         try:
-            time.sleep(0.5)
-            sent = in_ns(
-                self.ns[src],
-                sys.executable,
-                str(script),
-                "send",
-                OVERLAY[1 - src],
-                str(port),
-                str(size),
-                timeout=60,
-            )
-            out, _ = server.communicate(timeout=30)
-            return sent.stdout.strip() == out.strip() and bool(out.strip())
+            time.sleep(0.5)  # the server's listen
+            send = [sys.executable, str(TRANSFER), "send", far, str(port), str(size)]
+            sent = self.net.run(self.ns[src], send, timeout=60)
+            out = server.communicate(timeout=30)[0].decode()
+            return sent.strip() == out.strip() and bool(out.strip())
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait(5)
+            stop_process(server)
             if server.stdout:
                 server.stdout.close()
 
     def close(self) -> None:
-        self.stop_pumps()
-        if self.created:
-            for ns in self.ns:
-                run("ip", "netns", "del", ns, check=False)
-        for path in sorted(self.tmp.glob("*")):
-            path.unlink()
-        self.tmp.rmdir()
+        try:
+            self.stop_pumps()
+        finally:
+            self.net.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
