@@ -2,54 +2,47 @@
 
 The compiled modules are optional: when Cython or a C compiler is missing, or when
 ``WEBSPACES_NO_EXTENSIONS=1`` is set, the package installs with its pure-Python twins only and says
-so. Two kinds of extension are built:
+so. It builds every module of the twin registry (``dataplane.wire._select.TWINS``), each one of two
+kinds:
 
 * hand-written ``.pyx`` modules (``_buffer``, ``_checksum``, ``_batch``, ``_gso``, the VTEP, the
-  pump and its frame-handler base), typed for the hot path;
-* the per-frame codecs, compiled from their own pure-Python source under an underscore name
-  (``ipv4.py`` -> ``_ipv4``), so the two twins cannot drift apart in behaviour.
+  pump and its frame-handler base), typed for the hot path, used wherever ``pkg/_name.pyx`` exists;
+* the others (the per-frame codecs, the DHCP core), compiled from their own pure-Python source under
+  an underscore name (``ipv4.py`` -> ``_ipv4``), so the two twins cannot drift apart in behaviour.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# Hand-written Cython modules, by dotted name; each has a pure-Python twin without the underscore.
-HANDWRITTEN = [
-    "dataplane.wire._buffer",
-    "dataplane.wire._checksum",
-    "dataplane.wire._batch",
-    "dataplane.wire._gso",
-    "dataplane.pump._handler",
-    "dataplane.overlay._vtep",
-    "dataplane.pump._tunnel",
-]
-CODECS = [
-    "ethernet",
-    "arp",
-    "ipv4",
-    "udp",
-    "tcp",
-    "icmp",
-    "vxlan",
-    "dhcp",
-    "vnet",
-    "frame",
-    "dns",
-    "datagram",
-]
-# Pure-Python modules compiled from their own source as `_name` twins, outside dataplane.wire.
-FROM_SOURCE = [f"dataplane.wire.{name}" for name in CODECS] + [
-    "dataplane.dhcp.pool",
-    "dataplane.dhcp.leases",
-    "dataplane.dhcp.replies",
-    "dataplane.dhcp.server",
-]
+# The twin registry, dataplane/wire/_select.py's TWINS, is the one list of compiled modules: setup.py
+# builds exactly what it names. It is read from the source (an assignment of string literals), since
+# setup.py must not import the package it is building.
+REGISTRY = "dataplane/wire/_select.py"
+
+
+def twins() -> list[str]:
+    """The pure twins' dotted names, in the registry's order."""
+    for node in ast.parse(Path(REGISTRY).read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "TWINS" for target in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError(f"{REGISTRY} has no TWINS")
+
+
+def twin_source(dotted: str) -> str:
+    """What builds ``pkg._name``: the hand-written ``pkg/_name.pyx``, else ``pkg/name.py`` itself."""
+    package, _, name = dotted.rpartition(".")
+    handwritten = f"{package.replace('.', '/')}/_{name}.pyx"
+    return handwritten if os.path.exists(handwritten) else dotted.replace(".", "/") + ".py"
 
 
 def say(message: str) -> None:
@@ -65,14 +58,10 @@ def extensions() -> list[Any]:
     except ImportError:
         say("Cython is not installed: installing the pure-Python twins only")
         return []
-    modules = [
-        Extension(name, [name.replace(".", "/") + ".pyx"])
-        for name in HANDWRITTEN
-        if os.path.exists(name.replace(".", "/") + ".pyx")
-    ]
-    for dotted in FROM_SOURCE:
+    modules = []
+    for dotted in twins():
         package, _, name = dotted.rpartition(".")
-        source = dotted.replace(".", "/") + ".py"
+        source = twin_source(dotted)
         if os.path.exists(source):
             modules.append(Extension(f"{package}._{name}", [source]))
     only = os.environ.get("WEBSPACES_BUILD_ONLY")

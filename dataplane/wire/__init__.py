@@ -16,25 +16,9 @@ from .errors import BufferWriteError as BufferWriteError
 from .errors import MalformedPacket as MalformedPacket
 from .errors import WireError as WireError
 
-# Every twinned module, in dependency order. Each defines __all__, merged into this namespace.
-MODULES = (
-    "buffer",
-    "checksum",
-    "ethernet",
-    "arp",
-    "ipv4",
-    "udp",
-    "tcp",
-    "icmp",
-    "vxlan",
-    "dhcp",
-    "dns",
-    "vnet",
-    "frame",
-    "datagram",
-    "batch",
-    "gso",
-)
+# This package's twinned modules, from the registry (in its dependency order). Each defines __all__,
+# merged into this namespace.
+MODULES = tuple(name for name, package in map(_select.split, _select.TWINS) if package == __name__)
 
 if TYPE_CHECKING:  # mypy sees the pure-Python twins, whose API the compiled ones share
     from .arp import *  # noqa: F403
